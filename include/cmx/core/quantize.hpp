@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: Apache-2.0
+// The exact INT8 per-token quantization cmx uses, and the other row operations kernels share.
+//
+// These are the portable versions of the device trait's row operations: written as plain loops
+// that compilers vectorize, bitwise equal to the scalar references in cmx/reference/, and used
+// by every backend that has nothing faster.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <span>
+
+#include "cmx/core/bf16.hpp"
+
+namespace cmx {
+
+/// The largest magnitude an INT8 code takes; the code range is symmetric, [-127, 127].
+inline constexpr int kInt8Max = 127;
+
+/// Quantizes one bf16 row to INT8 with one scale for the row (per-token quantization).
+///
+/// The definition, which every fast path matches bit for bit:
+///   amax   = max_i |row[i]|                           (exact: a bf16 value)
+///   if amax is 0 or subnormal (< 2^-126):   scale = 0,   q[i] = 0      (flushed: a zero row)
+///   if any row[i] is Inf or NaN:            scale = NaN, q[i] = 0      (the row is poisoned:
+///                                            dequantizing gives NaN, never a silent number)
+///   otherwise: scale = amax / 127            (binary32 division, round to nearest even)
+///              q[i]  = clamp(rne(row[i] * (127 / amax)), -127, 127)
+/// where 127 / amax and the product are binary32 operations rounded to nearest even, and rne
+/// rounds to the nearest integer, ties to even. Dequantize with row[i] ~= q[i] * scale.
+/// -128 is never produced, so negation and the symmetric GEMM stay exact.
+///
+/// Requires out.size() == row.size(). Returns the scale.
+inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) noexcept {
+  // |x| of a bf16 is its bits without the sign, and for finite values the magnitude order is
+  // the integer order of those bits: the reduction is an exact integer max that vectorizes.
+  std::uint16_t amax_bits = 0;
+  for (const bf16 value : row) amax_bits = std::max<std::uint16_t>(amax_bits, value.bits & 0x7fffu);
+
+  constexpr std::uint16_t kInfBits = 0x7f80u;       // exponent all ones: Inf or NaN
+  constexpr std::uint16_t kMinNormalBits = 0x0080u;  // 2^-126
+  if (amax_bits >= kInfBits || amax_bits < kMinNormalBits) {
+    std::fill(out.begin(), out.end(), std::int8_t{0});
+    return amax_bits >= kInfBits ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+  }
+  const float amax = bf16{amax_bits}.to_float();
+  const float inverse_scale = static_cast<float>(kInt8Max) / amax;
+  // Adding and subtracting 1.5 * 2^23 rounds a binary32 of magnitude < 2^22 to the nearest
+  // integer, ties to even (the IEEE default mode). Clamping first gives the same codes (127 is
+  // an integer and rounding is monotonic) and, sitting between the product and the addition,
+  // stops a compiler from fusing them into one FMA, which would round differently.
+  // NOTES: do not compile with -ffast-math, which may fold the add/subtract pair away.
+  constexpr float kRoundMagic = 12582912.0f;
+  constexpr float kMax = static_cast<float>(kInt8Max);
+  for (std::size_t i = 0; i < row.size(); ++i) {
+    const float scaled = std::min(std::max(row[i].to_float() * inverse_scale, -kMax), kMax);
+    const float code = (scaled + kRoundMagic) - kRoundMagic;
+    out[i] = static_cast<std::int8_t>(static_cast<int>(code));
+  }
+  return amax / static_cast<float>(kInt8Max);
+}
+
+/// acc[i] = fma(weight, row[i], acc[i]) for every i: one fused multiply-add per element, one
+/// rounding, in binary32. Requires acc.size() == row.size().
+///
+/// NOTES: std::fma is used (not a*b+c) so the result does not depend on whether the compiler
+/// contracts; build with FMA enabled (-mfma or -march=...) or it runs in software, slowly.
+inline void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row,
+                                    float weight) noexcept {
+  for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = std::fma(weight, row[i].to_float(), acc[i]);
+}
+
+/// out[i] = bf16 nearest to in[i] (ties to even). Requires out.size() == in.size().
+inline void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) noexcept {
+  for (std::size_t i = 0; i < in.size(); ++i) out[i] = bf16::from_float(in[i]);
+}
+
+}  // namespace cmx

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::Device: the concept every backend implements, and the small types it speaks in.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/local_arena.hpp"
+
+namespace cmx {
+
+/// Bytes of one flag in symmetric memory: one 32-byte slot, the unit an Ascend core moves and
+/// maintains in cache at once. Layouts reserve this much per flag; the slot's content is the
+/// backend's.
+inline constexpr std::size_t kFlagBytes = 32;
+
+/// Alignment of every symmetric allocation, in bytes.
+inline constexpr std::size_t kSymmetricAlignment = 4096;
+
+/// One block of a launch: an AIV core of an NPU, a oneTBB task on the CPU.
+struct Block {
+  int index;           ///< 0 <= index < count
+  int count;           ///< blocks in this launch
+  LocalArena& local;   ///< this block's bounded local memory, empty at the start of the block
+};
+
+/// What a timed-out wait reports: "<what> waited for rank <peer_rank> (flag <index>)".
+struct WaitSite {
+  const char* what;  ///< the waiting call, e.g. "dispatch"
+  int peer_rank;     ///< the rank expected to signal
+  int index;         ///< which of that rank's flags (e.g. the local expert), -1 if none
+};
+
+/// The body of a launch: called once per block, possibly concurrently.
+using BlockBody = std::function<void(Block&)>;
+
+/// Requires: what a backend supplies. Every kernel is a template over this concept.
+///
+/// Ranks
+///   d.rank(), d.world_size()                 this rank in [0, world_size), and the rank count.
+///   d.max_blocks()                           blocks this rank runs at once (>= 1): a tuning
+///                                            hint; any block count is correct.
+///   D::kLocalMemoryBytes                     bytes of local memory per block (Block::local).
+/// Symmetric memory (global memory, the same layout on every rank)
+///   D::Symmetric                             a copyable handle to one allocation.
+///   d.allocate_symmetric(bytes)              collective: every rank calls it with the same size
+///                                            in the same order; the part is zero-filled,
+///                                            kSymmetricAlignment-aligned, and lives as long as
+///                                            the backend's world.
+///   d.local(sym)                             this rank's part, as global memory of this rank.
+///   d.put(sym, rank, offset, bytes)          copies `bytes` (local or global memory of this
+///                                            rank) into `rank`'s part at byte `offset`: the
+///                                            peer write (AIV-Direct). offset and size are
+///                                            multiples of 32. Not visible to the peer until a
+///                                            later signal to it.
+/// Signals (a flag is one kFlagBytes slot at a 32-byte-aligned offset of a symmetric part)
+///   d.signal(sym, rank, offset, seq, payload) release: every put this rank issued before the
+///                                            call (on its own thread or in a finished launch)
+///                                            is visible to `rank` before the flag reads `seq`.
+///                                            Called by the rank, outside launches. Never clears.
+///   d.wait(sym, offset, seq, site) -> payload acquire: blocks until the local flag's sequence
+///                                            is >= seq; returns the payload signalled with it;
+///                                            the data published before that signal is then
+///                                            visible. Never spins forever: past the backend's
+///                                            timeout it throws cmx::Error(timeout) naming this
+///                                            rank and site. Outside launches only.
+///   d.barrier()                              every rank arrives before any leaves; times out
+///                                            like wait, naming the ranks that did not arrive.
+/// Launch
+///   d.launch(num_blocks, body)               runs body(Block&) for index 0..num_blocks-1 and
+///                                            returns when all are done (a join: their writes
+///                                            are then visible to the caller). Blocks must not
+///                                            wait on each other or on peers.
+/// Row operations (each block computes on tiles in its local memory)
+///   (T in stage_in, load and store is any trivially copyable element type.)
+///   d.stage_in(local, ptr, count)            a read-only tile with count elements of global
+///                                            memory at ptr (copied into local memory, or a
+///                                            zero-copy view that still counts against it).
+///   d.load(tile, ptr)                        copies tile.size() elements of global memory at
+///                                            ptr into a tile of local memory.
+///   d.store(ptr, tile)                       writes a tile to global memory of this rank.
+///   d.quantize_row_int8(row, out) -> scale   cmx::quantize_row_int8, bit for bit.
+///   d.accumulate_weighted_row(acc, row, w)   cmx::accumulate_weighted_row, bit for bit.
+///   d.round_row_to_bf16(in, out)             cmx::round_row_to_bf16, bit for bit.
+template <class D>
+concept Device = std::copy_constructible<D> &&
+    requires(D d, const D cd, typename D::Symmetric sym, std::size_t bytes, int rank,
+             std::uint64_t seq, std::int64_t payload, LocalArena& local, BlockBody body,
+             const bf16* global_bf16, bf16* global_bf16_out, std::span<const bf16> row,
+             std::span<std::int8_t> codes, std::span<float> acc, std::span<const float> values,
+             std::span<bf16> rounded, std::span<const std::byte> source) {
+      { cd.rank() } -> std::same_as<int>;
+      { cd.world_size() } -> std::same_as<int>;
+      { cd.max_blocks() } -> std::same_as<int>;
+      { D::kLocalMemoryBytes } -> std::convertible_to<std::size_t>;
+      { d.allocate_symmetric(bytes) } -> std::same_as<typename D::Symmetric>;
+      { cd.local(sym) } -> std::same_as<std::byte*>;
+      { d.put(sym, rank, bytes, source) } -> std::same_as<void>;
+      { d.signal(sym, rank, bytes, seq, payload) } -> std::same_as<void>;
+      { d.wait(sym, bytes, seq, WaitSite{}) } -> std::same_as<std::int64_t>;
+      { d.barrier() } -> std::same_as<void>;
+      { d.launch(rank, body) } -> std::same_as<void>;
+      { d.stage_in(local, global_bf16, bytes) } -> std::same_as<std::span<const bf16>>;
+      { d.load(rounded, global_bf16) } -> std::same_as<void>;
+      { d.store(global_bf16_out, row) } -> std::same_as<void>;
+      { d.quantize_row_int8(row, codes) } -> std::same_as<float>;
+      { d.accumulate_weighted_row(acc, row, 1.0f) } -> std::same_as<void>;
+      { d.round_row_to_bf16(values, rounded) } -> std::same_as<void>;
+    };
+
+}  // namespace cmx

@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::ep::Buffer: the symmetric memory and the call state that dispatch and combine share.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "cmx/core/error.hpp"
+#include "cmx/device/device.hpp"
+#include "cmx/ep/config.hpp"
+#include "cmx/ep/layout.hpp"
+
+namespace cmx::ep {
+
+/// Where a buffer is in its dispatch/combine cycle.
+enum class Phase {
+  idle,        ///< ready for dispatch
+  dispatched,  ///< dispatch done; combine is next
+  failed,      ///< an error left peers in an unknown state: the buffer cannot be used again
+};
+
+/// An expert-parallel buffer: made once per rank (collectively), then used by dispatch and
+/// combine call after call with nothing allocated or cleared per call.
+///
+/// Each call carries a sequence number that every flag it raises holds, so flags are never
+/// reset. Calls alternate: dispatch, combine, dispatch, ... on every rank. That order is what
+/// makes reuse safe (NOTES in dispatch.hpp); breaking it is cmx::Error(state).
+template <Device Dev>
+class Buffer {
+ public:
+  /// Collective: every rank of the device's world makes its buffer with the same config, in
+  /// the same order relative to its other symmetric allocations. A config that is invalid or
+  /// that differs between ranks is cmx::Error on every rank.
+  Buffer(Dev device, const Config& config)
+      : device_(device), config_(config), layout_(checked_layout()) {
+    symmetric_ = device_.allocate_symmetric(layout_.total_bytes);
+    slots_.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
+                      static_cast<std::size_t>(config.num_topk), -1);
+    sent_per_expert_.assign(static_cast<std::size_t>(config.num_experts), 0);
+    received_counts_.assign(static_cast<std::size_t>(layout_.num_local_experts) *
+                                static_cast<std::size_t>(layout_.num_ranks), 0);
+  }
+
+  const Config& config() const noexcept { return config_; }
+  const Layout& layout() const noexcept { return layout_; }
+  Phase phase() const noexcept { return phase_; }
+  Dev& device() noexcept { return device_; }
+
+  // ---- call state, for the kernels (cmx::ep::dispatch and cmx::ep::combine) ----------------
+
+  const typename Dev::Symmetric& symmetric() const noexcept { return symmetric_; }
+  /// Sequence number of the current (or last) dispatch/combine pair; 0 before the first.
+  std::uint64_t sequence() const noexcept { return sequence_; }
+  /// Tokens of the pending dispatch.
+  int num_tokens() const noexcept { return num_tokens_; }
+  /// [max_tokens_per_rank][num_topk] slot of (t, k) in its (expert, this rank) segment; -1 if
+  /// masked.
+  std::vector<std::int32_t>& slots() noexcept { return slots_; }
+  /// [num_experts] rows this rank sent to each expert in the pending dispatch.
+  std::vector<std::int32_t>& sent_per_expert() noexcept { return sent_per_expert_; }
+  /// [num_local_experts][num_ranks] rows received per segment in the pending dispatch.
+  std::vector<std::int32_t>& received_counts() noexcept { return received_counts_; }
+
+  /// Starts a dispatch: checks the order and returns its sequence number.
+  std::uint64_t begin_dispatch(int num_tokens) {
+    require_phase(Phase::idle, "dispatch");
+    num_tokens_ = num_tokens;
+    return ++sequence_;
+  }
+  void end_dispatch() noexcept { phase_ = Phase::dispatched; }
+  /// Starts a combine: checks the order and returns the sequence number of its dispatch.
+  std::uint64_t begin_combine() {
+    require_phase(Phase::dispatched, "combine");
+    return sequence_;
+  }
+  void end_combine() noexcept { phase_ = Phase::idle; }
+  /// Marks the buffer unusable (an error may have left peers mid-protocol).
+  void fail() noexcept { phase_ = Phase::failed; }
+
+ private:
+  // The 32-byte record each rank puts into every peer's config table.
+  struct ConfigRecord {
+    std::int32_t present;  // 1 once written
+    std::int32_t num_ranks;
+    Config config;
+    std::int32_t reserved[8 - 2 - sizeof(Config) / sizeof(std::int32_t)];
+  };
+  static_assert(sizeof(ConfigRecord) == kTileAlignment);
+
+  // Compares configs first, so that a config invalid on one rank only is reported as a mismatch
+  // on every rank, then validates it (the same outcome on every rank).
+  Layout checked_layout() {
+    check_same_config_on_every_rank();
+    validate(config_, device_.world_size());
+    return Layout(config_, device_.world_size());
+  }
+
+  void check_same_config_on_every_rank() {
+    const int num_ranks = device_.world_size();
+    const auto table = device_.allocate_symmetric(static_cast<std::size_t>(num_ranks) *
+                                                  sizeof(ConfigRecord));
+    ConfigRecord mine{};
+    mine.present = 1;
+    mine.num_ranks = num_ranks;
+    mine.config = config_;
+    const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&mine),
+                                           sizeof(mine));
+    for (int peer = 0; peer < num_ranks; ++peer)
+      device_.put(table, peer, static_cast<std::size_t>(device_.rank()) * sizeof(ConfigRecord),
+                  bytes);
+    device_.barrier();  // publishes the puts: every table is complete after it
+    const std::byte* local = device_.local(table);
+    for (int peer = 0; peer < num_ranks; ++peer) {
+      ConfigRecord theirs;
+      std::memcpy(&theirs, local + static_cast<std::size_t>(peer) * sizeof(ConfigRecord),
+                  sizeof(theirs));
+      cmx::detail::require(theirs.present == 1 && theirs.num_ranks == num_ranks &&
+                          theirs.config == config_,
+                      ErrorCode::config_mismatch, "rank ", device_.rank(),
+                      ": ep::Config differs between ranks: rank ", device_.rank(), " has ",
+                      config_, ", rank ", peer, " has ", theirs.config);
+    }
+  }
+
+  void require_phase(Phase expected, const char* call) const {
+    cmx::detail::require(phase_ != Phase::failed, ErrorCode::state, "rank ", device_.rank(), ": ",
+                    call, " on a buffer that an earlier error left unusable; make a new one");
+    cmx::detail::require(phase_ == expected, ErrorCode::state, "rank ", device_.rank(), ": ", call,
+                    expected == Phase::idle ? " called twice without a combine between"
+                                            : " called without a dispatch before it");
+  }
+
+  Dev device_;
+  Config config_;
+  Layout layout_;
+  typename Dev::Symmetric symmetric_{};
+  Phase phase_ = Phase::idle;
+  std::uint64_t sequence_ = 0;
+  int num_tokens_ = 0;
+  std::vector<std::int32_t> slots_;
+  std::vector<std::int32_t> sent_per_expert_;
+  std::vector<std::int32_t> received_counts_;
+};
+
+}  // namespace cmx::ep

@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: Apache-2.0
+// FusedCombine: every expert output goes straight back into its source rank's buffer, where
+// the source reduces a token's K outputs with its top-k weights.
+//
+// On every rank, for the call `seq` of the dispatch it follows:
+//   1. Check the inputs; on failure raise this rank's combine flag on every rank with the
+//      failure payload, before writing anything.
+//   2. Return rows, in blocks over all received rows: read the row's MessageMeta (source token
+//      t, choice k), stage the expert output row and put it at (t, k) of the source rank's
+//      combine rows.
+//   3. Publish, after the launch has joined: signal every source rank with the number of rows
+//      returned to it.
+//   4. Wait for every rank's flag; its count must equal the rows this rank sent it in dispatch.
+//   5. Reduce, in blocks over tokens: y[t] = sum over unmasked k, in k order, of
+//      fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. A token with no
+//      expert gives zeros.
+//
+// NOTES: the reduction order is fixed by k, never by arrival, and each (t, k) row has one
+// writer, so y is bitwise the same whatever the rank speeds or block counts.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/error.hpp"
+#include "cmx/device/device.hpp"
+#include "cmx/ep/buffer.hpp"
+#include "cmx/ep/layout.hpp"
+#include "cmx/ep/protocol.hpp"
+
+namespace cmx::ep {
+
+/// The inputs and output of one combine on one rank.
+struct CombineArgs {
+  /// [num_local_experts][num_ranks][max_tokens_per_rank][hidden] expert outputs, one row per
+  /// received row, at the same (local expert, source rank, slot) as dispatch delivered it
+  /// (Layout::message_index). Only received rows are read.
+  std::span<const bf16> expert_out;
+  std::span<const float> topk_weights;  ///< [num_tokens, num_topk] of this rank's dispatch
+  std::span<bf16> y;                    ///< [num_tokens, hidden] output
+};
+
+namespace detail {
+
+/// Throws cmx::Error(invalid_argument) unless `args` fits the buffer's pending dispatch.
+inline void check_combine_args(const CombineArgs& args, const Layout& layout, int num_tokens,
+                               int rank) {
+  using cmx::detail::require;
+  const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
+  require(args.expert_out.size() == layout.num_messages() * hidden, ErrorCode::invalid_argument,
+          "rank ", rank, ": expert_out has ", args.expert_out.size(),
+          " elements, expected num_local_experts * num_ranks * max_tokens_per_rank * hidden = ",
+          layout.num_messages() * hidden);
+  require(args.topk_weights.size() ==
+              static_cast<std::size_t>(num_tokens) * static_cast<std::size_t>(layout.num_topk),
+          ErrorCode::invalid_argument, "rank ", rank, ": topk_weights has ",
+          args.topk_weights.size(), " elements, expected num_tokens * num_topk = ", num_tokens,
+          " * ", layout.num_topk);
+  require(args.y.size() == static_cast<std::size_t>(num_tokens) * hidden,
+          ErrorCode::invalid_argument, "rank ", rank, ": y has ", args.y.size(),
+          " elements, expected num_tokens * hidden = ", num_tokens, " * ", hidden);
+}
+
+}  // namespace detail
+
+/// FusedCombine. Collective: every rank calls it after its dispatch on the same buffer. Writes
+/// y on this rank; deterministic bit for bit.
+///
+/// Errors (cmx::Error): invalid_argument (sizes; raised before anything is written), state (no
+/// dispatch before it), timeout (names the rank that never signalled), peer_failed. Any error
+/// leaves the buffer failed.
+template <Device Dev>
+void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
+  detail::run_call(buffer, [&] {
+    const Layout& layout = buffer.layout();
+    const auto& symmetric = buffer.symmetric();
+    const int rank = device.rank();
+    const int num_ranks = layout.num_ranks;
+    const std::uint64_t sequence = buffer.begin_combine();
+    const int num_tokens = buffer.num_tokens();
+    const std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
+
+    // 1. Check; on failure raise our flag on every rank with the failure payload.
+    detail::check_or_poison(
+        [&] { detail::check_combine_args(args, layout, num_tokens, rank); },
+        [&](std::int64_t payload) {
+          for (int dst = 0; dst < num_ranks; ++dst)
+            device.signal(symmetric, dst, layout.combine_flag(rank), sequence, payload);
+        });
+
+    // 2. Return rows. Received rows, flattened over segments (e, src) in order, are split
+    //    evenly among blocks; segment_end[s] = rows in segments 0..s.
+    std::vector<std::int64_t> segment_end(counts.size());
+    std::int64_t num_rows = 0;
+    for (std::size_t s = 0; s < counts.size(); ++s) segment_end[s] = num_rows += counts[s];
+    const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
+    device.launch(detail::num_blocks_for(device, num_rows), [&](Block& block) {
+      const auto [begin, end] = detail::block_range(num_rows, block.index, block.count);
+      std::size_t segment = static_cast<std::size_t>(
+          std::upper_bound(segment_end.begin(), segment_end.end(), begin) - segment_end.begin());
+      for (std::int64_t row = begin; row < end; ++row) {
+        while (row >= segment_end[segment]) ++segment;
+        const int expert = static_cast<int>(segment) / num_ranks;
+        const int src = static_cast<int>(segment) % num_ranks;
+        const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
+        block.local.reset();
+        const MessageMeta meta = device.stage_in(
+            block.local,
+            reinterpret_cast<const MessageMeta*>(device.local(symmetric) +
+                                                 layout.message(expert, src, slot) +
+                                                 layout.row_bytes),
+            1)[0];
+        const std::span<const bf16> out = device.stage_in(
+            block.local, args.expert_out.data() + layout.message_index(expert, src, slot) * hidden,
+            hidden);
+        device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
+                   std::as_bytes(out));
+      }
+    });
+
+    // 3. Publish: each source rank learns how many rows came back from this rank.
+    for (int src = 0; src < num_ranks; ++src) {
+      std::int64_t returned = 0;
+      for (int e = 0; e < layout.num_local_experts; ++e)
+        returned += counts[static_cast<std::size_t>(e * num_ranks + src)];
+      device.signal(symmetric, src, layout.combine_flag(rank), sequence, returned);
+    }
+
+    // 4. Wait for every rank's rows; each must return exactly what it was sent.
+    const std::vector<std::int32_t>& sent = buffer.sent_per_expert();  // [num_experts]
+    for (int peer = 0; peer < num_ranks; ++peer) {
+      std::int64_t expected = 0;
+      for (int e = 0; e < layout.num_local_experts; ++e)
+        expected += sent[static_cast<std::size_t>(peer * layout.num_local_experts + e)];
+      const std::int32_t returned = detail::wait_count(
+          device, symmetric, layout.combine_flag(peer), sequence, WaitSite{"combine", peer, -1},
+          static_cast<std::int64_t>(num_tokens) * layout.num_topk);
+      cmx::detail::require(returned == expected, ErrorCode::state, "rank ", rank, ": rank ",
+                           peer, " returned ", returned, " rows, ", expected, " were sent to it");
+    }
+
+    // 5. Reduce each token's rows in k order.
+    const std::vector<std::int32_t>& slots = buffer.slots();  // [T][K], -1 = masked
+    const std::span<const float> weights = args.topk_weights;
+    device.launch(detail::num_blocks_for(device, num_tokens), [&](Block& block) {
+      const auto [begin, end] = detail::block_range(num_tokens, block.index, block.count);
+      for (std::int64_t t = begin; t < end; ++t) {
+        block.local.reset();
+        const std::span<float> acc = block.local.take<float>(hidden);
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (int k = 0; k < layout.num_topk; ++k) {
+          const std::size_t choice = static_cast<std::size_t>(t) * layout.num_topk + k;
+          if (slots[choice] < 0) continue;
+          const std::span<const bf16> row = device.stage_in(
+              block.local,
+              reinterpret_cast<const bf16*>(device.local(symmetric) +
+                                            layout.combine_row(static_cast<int>(t), k)),
+              hidden);
+          device.accumulate_weighted_row(acc, row, weights[choice]);
+        }
+        const std::span<bf16> out = block.local.take<bf16>(hidden);
+        device.round_row_to_bf16(acc, out);
+        device.store(args.y.data() + static_cast<std::size_t>(t) * hidden,
+                     std::span<const bf16>(out));
+      }
+    });
+
+    buffer.end_combine();
+  });
+}
+
+}  // namespace cmx::ep

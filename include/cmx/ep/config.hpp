@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::ep::Config: the static shapes of one expert-parallel buffer, and their validation.
+#pragma once
+
+#include <cstdint>
+#include <ostream>
+
+#include "cmx/core/error.hpp"
+
+namespace cmx::ep {
+
+/// What dispatch sends: INT8 rows with a per-token scale (cmx::quantize_row_int8), or the bf16
+/// rows unchanged.
+enum class DispatchPrecision : std::int32_t { int8 = 0, bf16 = 1 };
+
+/// Largest supported hidden size: a block stages a bf16 row, an fp32 accumulator and a bf16
+/// result row of this size (128 KiB) in local memory.
+inline constexpr int kMaxHidden = 16384;
+/// Largest supported top-k.
+inline constexpr int kMaxTopk = 16;
+
+/// The static shapes of an expert-parallel buffer. Must be the same on every rank (checked when
+/// the buffer is made). Experts r*E/W ... (r+1)*E/W - 1 live on rank r.
+struct Config {
+  int num_experts = 0;          ///< E, global; a multiple of the number of ranks W
+  int max_tokens_per_rank = 0;  ///< capacity: tokens a rank may dispatch in one call (>= 1)
+  int hidden = 0;               ///< H: a multiple of 16, at most kMaxHidden
+  int num_topk = 0;             ///< K: experts per token, 1 ... kMaxTopk
+  DispatchPrecision precision = DispatchPrecision::int8;
+
+  friend bool operator==(const Config&, const Config&) = default;
+};
+
+inline std::ostream& operator<<(std::ostream& out, const Config& config) {
+  return out << "{num_experts " << config.num_experts << ", max_tokens_per_rank "
+             << config.max_tokens_per_rank << ", hidden " << config.hidden << ", num_topk "
+             << config.num_topk << ", precision "
+             << (config.precision == DispatchPrecision::int8 ? "int8" : "bf16") << "}";
+}
+
+/// Throws cmx::Error(invalid_argument) unless `config` is usable on `num_ranks` ranks.
+inline void validate(const Config& config, int num_ranks) {
+  using cmx::detail::require;
+  constexpr ErrorCode kBad = ErrorCode::invalid_argument;
+  require(config.num_experts > 0 && config.num_experts % num_ranks == 0, kBad,
+          "num_experts (", config.num_experts, ") must be a positive multiple of the ",
+          num_ranks, " ranks");
+  require(config.max_tokens_per_rank >= 1, kBad, "max_tokens_per_rank must be >= 1, got ",
+          config.max_tokens_per_rank);
+  require(config.hidden >= 16 && config.hidden <= kMaxHidden && config.hidden % 16 == 0, kBad,
+          "hidden must be a multiple of 16 in [16, ", kMaxHidden, "], got ", config.hidden);
+  require(config.num_topk >= 1 && config.num_topk <= kMaxTopk, kBad, "num_topk must be in [1, ",
+          kMaxTopk, "], got ", config.num_topk);
+  require(config.precision == DispatchPrecision::int8 ||
+              config.precision == DispatchPrecision::bf16,
+          kBad, "unknown dispatch precision ", static_cast<int>(config.precision));
+}
+
+}  // namespace cmx::ep

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+// FusedDispatch: each token is quantized once and written straight into the receive buffer of
+// every rank that hosts one of its top-k experts (a peer write), then counts are signalled.
+//
+// On every rank, for call number `seq` of a buffer:
+//   1. Check the inputs. A bad one is reported before anything is written; the rank first
+//      raises every flag it owes its peers with a failure payload, so they fail at once.
+//   2. Plan: walk the tokens in order and give choice (t, k) the next slot of segment
+//      (expert, this rank). A slot depends on this rank's routing only: no rank waits to plan,
+//      and rows arrive ordered by (source rank, source token) by construction.
+//   3. Send, in blocks over tokens: stage the bf16 row, quantize it once into a message tile in
+//      local memory (row, then MessageMeta), and put that tile into each chosen expert's
+//      segment on its rank, rewriting only the meta's k between copies.
+//   4. Publish, after the launch has joined: signal flag (expert, this rank) on every rank for
+//      every expert, with the count sent (also 0), sequence seq.
+//   5. Receive: wait for the flag of every (local expert, source rank); the payload is the
+//      segment's row count.
+//
+// NOTES (why buffers are reused without clearing): rank A writes into rank B for call seq+1 only
+// after A's combine seq returned. That needed B's combine-seq signal to A, which B raises after
+// its dispatch seq waited for all flags and after B read its received rows into expert outputs.
+// So B's flags, counts and messages of call seq are consumed before A overwrites them, and a
+// flag never shows a sequence beyond the one waited for. The same argument covers combine's
+// rows and flags one phase later.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/error.hpp"
+#include "cmx/device/device.hpp"
+#include "cmx/ep/buffer.hpp"
+#include "cmx/ep/layout.hpp"
+#include "cmx/ep/protocol.hpp"
+#include "cmx/ep/received.hpp"
+
+namespace cmx::ep {
+
+/// The inputs of one dispatch on one rank.
+struct DispatchArgs {
+  std::span<const bf16> x;                 ///< [num_tokens, hidden] tokens
+  std::span<const std::int32_t> topk_idx;  ///< [num_tokens, num_topk] global expert ids;
+                                           ///< -1 = no expert; an id at most once per token
+  int num_tokens = 0;                      ///< 0 ... max_tokens_per_rank
+};
+
+namespace detail {
+
+/// Throws cmx::Error(invalid_argument or capacity) unless `args` fits `config`.
+inline void check_dispatch_args(const DispatchArgs& args, const Config& config, int rank) {
+  using cmx::detail::require;
+  require(args.num_tokens >= 0 && args.num_tokens <= config.max_tokens_per_rank,
+          ErrorCode::capacity, "rank ", rank, ": dispatch of ", args.num_tokens,
+          " tokens, capacity (max_tokens_per_rank) is ", config.max_tokens_per_rank);
+  const std::size_t num_tokens = static_cast<std::size_t>(args.num_tokens);
+  const std::size_t num_topk = static_cast<std::size_t>(config.num_topk);
+  require(args.x.size() == num_tokens * static_cast<std::size_t>(config.hidden),
+          ErrorCode::invalid_argument, "rank ", rank, ": x has ", args.x.size(),
+          " elements, expected num_tokens * hidden = ", num_tokens, " * ", config.hidden);
+  require(args.topk_idx.size() == num_tokens * num_topk, ErrorCode::invalid_argument, "rank ",
+          rank, ": topk_idx has ", args.topk_idx.size(),
+          " elements, expected num_tokens * num_topk = ", num_tokens, " * ", num_topk);
+  for (std::size_t t = 0; t < num_tokens; ++t) {
+    const std::int32_t* choices = args.topk_idx.data() + t * num_topk;
+    for (std::size_t k = 0; k < num_topk; ++k) {
+      require(choices[k] >= -1 && choices[k] < config.num_experts, ErrorCode::invalid_argument,
+              "rank ", rank, ": topk_idx[", t, ", ", k, "] = ", choices[k], " is outside [-1, ",
+              config.num_experts, ")");
+      for (std::size_t j = 0; j < k; ++j)
+        require(choices[k] < 0 || choices[j] != choices[k], ErrorCode::invalid_argument,
+                "rank ", rank, ": token ", t, " names expert ", choices[k], " twice (k = ", j,
+                " and ", k, "); a token's experts must be distinct");
+    }
+  }
+}
+
+}  // namespace detail
+
+/// FusedDispatch. Collective: every rank of the buffer's world calls it, then combine. Returns
+/// a view of what this rank received (valid until its combine). Deterministic: the received
+/// bytes do not depend on thread counts, rank speeds or arrival order.
+///
+/// Errors (cmx::Error), all raised before this rank writes anything: capacity (num_tokens >
+/// max_tokens_per_rank), invalid_argument (sizes, expert id outside [-1, num_experts), an expert
+/// named twice by one token), state (out of order). Afterwards: timeout (a peer never
+/// signalled; names it), peer_failed (a peer reported its own error). Any error leaves the
+/// buffer failed.
+template <Device Dev>
+Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
+  return detail::run_call(buffer, [&] {
+    const Config& config = buffer.config();
+    const Layout& layout = buffer.layout();
+    const auto& symmetric = buffer.symmetric();
+    const int rank = device.rank();
+    const int num_topk = config.num_topk;
+    const std::uint64_t sequence = buffer.begin_dispatch(args.num_tokens);
+
+    // 1. Check; on failure raise our flags on every rank with the failure payload.
+    detail::check_or_poison([&] { detail::check_dispatch_args(args, config, rank); },
+                            [&](std::int64_t payload) {
+                              for (int dst = 0; dst < layout.num_ranks; ++dst)
+                                for (int e = 0; e < layout.num_local_experts; ++e)
+                                  device.signal(symmetric, dst, layout.dispatch_flag(e, rank),
+                                                sequence, payload);
+                            });
+
+    // 2. Plan: slot of each choice within its (expert, this rank) segment.
+    std::vector<std::int32_t>& slots = buffer.slots();              // [T][K]
+    std::vector<std::int32_t>& sent = buffer.sent_per_expert();     // [num_experts]
+    std::fill(sent.begin(), sent.end(), 0);
+    for (int t = 0; t < args.num_tokens; ++t)
+      for (int k = 0; k < num_topk; ++k) {
+        const std::size_t choice = static_cast<std::size_t>(t * num_topk + k);
+        const std::int32_t expert = args.topk_idx[choice];
+        slots[choice] = expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++;
+      }
+
+    // 3. Send: one quantization per token, one put per chosen expert.
+    const std::size_t hidden = static_cast<std::size_t>(config.hidden);
+    const int num_blocks = detail::num_blocks_for(device, args.num_tokens);
+    device.launch(num_blocks, [&](Block& block) {
+      const auto [begin, end] = detail::block_range(args.num_tokens, block.index, block.count);
+      for (std::int64_t t = begin; t < end; ++t) {
+        block.local.reset();
+        std::span<std::byte> message = block.local.take<std::byte>(layout.message_bytes);
+        const bf16* row = args.x.data() + static_cast<std::size_t>(t) * hidden;
+        MessageMeta meta{};
+        meta.src_token = static_cast<std::int32_t>(t);
+        if (config.precision == DispatchPrecision::int8) {
+          const std::span<const bf16> staged = device.stage_in(block.local, row, hidden);
+          meta.scale = device.quantize_row_int8(
+              staged, std::span<std::int8_t>(reinterpret_cast<std::int8_t*>(message.data()),
+                                             hidden));
+        } else {
+          device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
+          meta.scale = 1.0f;
+        }
+        for (int k = 0; k < num_topk; ++k) {
+          const std::size_t choice = static_cast<std::size_t>(t) * num_topk + k;
+          const std::int32_t expert = args.topk_idx[choice];
+          if (expert < 0) continue;
+          meta.topk_slot = k;
+          std::memcpy(message.data() + layout.row_bytes, &meta, sizeof(meta));
+          device.put(symmetric, expert / layout.num_local_experts,
+                     layout.message(expert % layout.num_local_experts, rank, slots[choice]),
+                     message);
+        }
+      }
+    });
+
+    // 4. Publish every count, zeros included, now that all rows are written.
+    for (int dst = 0; dst < layout.num_ranks; ++dst)
+      for (int e = 0; e < layout.num_local_experts; ++e)
+        device.signal(symmetric, dst, layout.dispatch_flag(e, rank), sequence,
+                      sent[static_cast<std::size_t>(dst * layout.num_local_experts + e)]);
+
+    // 5. Receive every segment's count.
+    std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
+    for (int e = 0; e < layout.num_local_experts; ++e)
+      for (int src = 0; src < layout.num_ranks; ++src)
+        counts[static_cast<std::size_t>(e * layout.num_ranks + src)] = detail::wait_count(
+            device, symmetric, layout.dispatch_flag(e, src), sequence,
+            WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
+
+    buffer.end_dispatch();
+    return Received(layout, config.precision, device.local(symmetric), counts.data(), sequence);
+  });
+}
+
+}  // namespace cmx::ep

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+// A device with only the members the concept requires, and one that copies every staged tile:
+// the kernels run on it unchanged, so they ask for nothing more than the trait and never rely
+// on zero-copy staging or on block order.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "../ep/ep_harness.hpp"
+#include "cmx/device/device.hpp"
+
+namespace {
+
+// One rank, plain memory, blocks run in reverse order, tiles staged by copy into 64 KiB.
+class MinimalDevice {
+ public:
+  static constexpr std::size_t kLocalMemoryBytes = 64 * 1024;
+  struct Symmetric {
+    std::byte* base = nullptr;
+    std::size_t bytes = 0;
+  };
+
+  int rank() const { return 0; }
+  int world_size() const { return 1; }
+  int max_blocks() const { return 3; }
+
+  Symmetric allocate_symmetric(std::size_t bytes) {
+    heap_->push_back(std::vector<std::byte>(bytes + cmx::kSymmetricAlignment));
+    std::byte* raw = heap_->back().data();
+    std::byte* aligned = raw + (cmx::kSymmetricAlignment -
+                                reinterpret_cast<std::uintptr_t>(raw) % cmx::kSymmetricAlignment);
+    return {aligned, bytes};
+  }
+  std::byte* local(const Symmetric& sym) const { return sym.base; }
+  void put(const Symmetric& sym, int, std::size_t offset, std::span<const std::byte> bytes) {
+    REQUIRE(offset + bytes.size() <= sym.bytes);
+    std::memcpy(sym.base + offset, bytes.data(), bytes.size());
+  }
+  void signal(const Symmetric& sym, int, std::size_t offset, std::uint64_t seq, std::int64_t payload) {
+    std::memcpy(sym.base + offset + 8, &payload, 8);
+    std::memcpy(sym.base + offset, &seq, 8);
+  }
+  std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t seq, const cmx::WaitSite&) {
+    std::uint64_t seen;
+    std::memcpy(&seen, sym.base + offset, 8);
+    if (seen < seq) cmx::detail::fail(cmx::ErrorCode::timeout, "single rank: flag never raised");
+    std::int64_t payload;
+    std::memcpy(&payload, sym.base + offset + 8, 8);
+    return payload;
+  }
+  void barrier() {}
+  template <class Body>
+  void launch(int num_blocks, Body&& body) {
+    for (int index = num_blocks - 1; index >= 0; --index) {
+      cmx::LocalArena arena(std::span<std::byte>(local_memory_->data(), kLocalMemoryBytes));
+      cmx::Block block{index, num_blocks, arena};
+      body(block);
+    }
+  }
+  template <class T>
+  std::span<const T> stage_in(cmx::LocalArena& local, const T* global, std::size_t count) {
+    std::span<T> tile = local.take<T>(count);
+    std::memcpy(tile.data(), global, tile.size_bytes());
+    return tile;
+  }
+  template <class T>
+  void load(std::span<T> tile, const T* global) { std::memcpy(tile.data(), global, tile.size_bytes()); }
+  template <class T>
+  void store(T* global, std::span<const T> tile) { std::memcpy(global, tile.data(), tile.size_bytes()); }
+  float quantize_row_int8(std::span<const cmx::bf16> row, std::span<std::int8_t> out) {
+    return cmx::quantize_row_int8(row, out);
+  }
+  void accumulate_weighted_row(std::span<float> acc, std::span<const cmx::bf16> row, float w) {
+    cmx::accumulate_weighted_row(acc, row, w);
+  }
+  void round_row_to_bf16(std::span<const float> in, std::span<cmx::bf16> out) {
+    cmx::round_row_to_bf16(in, out);
+  }
+
+ private:
+  struct alignas(cmx::kTileAlignment) LocalMemory {
+    std::byte bytes[kLocalMemoryBytes];
+    std::byte* data() { return bytes; }
+  };
+  std::shared_ptr<std::vector<std::vector<std::byte>>> heap_ =
+      std::make_shared<std::vector<std::vector<std::byte>>>();
+  std::shared_ptr<LocalMemory> local_memory_ = std::make_shared<LocalMemory>();
+};
+
+static_assert(cmx::Device<MinimalDevice>);
+
+struct NotADevice {
+  int rank() const { return 0; }
+};
+static_assert(!cmx::Device<NotADevice>);
+
+}  // namespace
+
+TEST_CASE("dispatch and combine run on a device with only the required members") {
+  namespace ep = cmx::ep;
+  for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
+    const ep::Config config{.num_experts = 8, .max_tokens_per_rank = 12, .hidden = 2048,
+                            .num_topk = 4, .precision = precision};
+    const auto inputs = cmx::test::make_inputs(config, 1, {11}, cmx::test::Routing::uniform, 4);
+    const auto expected = cmx::reference::dispatch(config, 1, inputs);
+    MinimalDevice device;
+    ep::Buffer<MinimalDevice> buffer(device, config);
+    for (int round = 0; round < 3; ++round) {
+      const std::string mismatch =
+          cmx::test::checked_round(device, buffer, inputs, expected, cmx::test::no_pause);
+      CHECK_MESSAGE(mismatch.empty(), mismatch);
+    }
+  }
+}

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: Apache-2.0
+// Bad inputs, bad order and missing ranks: clear errors on every rank, nothing written, no hang.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "ep_harness.hpp"
+
+namespace {
+
+using cmx::bf16;
+using cmx::ErrorCode;
+using cmx::tbb_backend::Device;
+using cmx::tbb_backend::World;
+using namespace std::chrono_literals;
+namespace ep = cmx::ep;
+
+constexpr int kRanks = 4;
+const ep::Config kConfig{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 4};
+
+struct RankOutcome {
+  bool failed = false;
+  ErrorCode code{};
+  std::string message;
+};
+
+std::vector<RankOutcome> outcomes(const std::vector<std::exception_ptr>& errors) {
+  std::vector<RankOutcome> result(errors.size());
+  for (std::size_t r = 0; r < errors.size(); ++r) {
+    if (!errors[r]) continue;
+    try {
+      std::rethrow_exception(errors[r]);
+    } catch (const cmx::Error& e) {
+      result[r] = {true, e.code(), e.what()};
+    } catch (const std::exception& e) {
+      result[r] = {true, ErrorCode::state, std::string("not a cmx::Error: ") + e.what()};
+    }
+  }
+  return result;
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// True if no message from `src` reached any rank's receive area (every byte still zero).
+bool nothing_received_from(std::vector<std::unique_ptr<ep::Buffer<Device>>>& buffers, int src) {
+  for (auto& buffer : buffers) {
+    const ep::Layout& layout = buffer->layout();
+    const std::byte* part = buffer->device().local(buffer->symmetric());
+    for (int e = 0; e < layout.num_local_experts; ++e)
+      for (int slot = 0; slot < layout.max_tokens_per_rank; ++slot) {
+        const std::byte* message = part + layout.message(e, src, slot);
+        if (std::any_of(message, message + layout.message_bytes,
+                        [](std::byte b) { return b != std::byte{0}; }))
+          return false;
+      }
+  }
+  return true;
+}
+
+// Runs dispatch on every rank of `world` with valid inputs, except that `bad_rank` first applies
+// `corrupt` to its own. Returns each rank's outcome; `buffers` keeps the buffers for inspection
+// (their memory lives as long as `world`).
+std::vector<RankOutcome> dispatch_with_bad_rank(
+    World& world, int bad_rank,
+    const std::function<void(ep::DispatchArgs&, std::vector<std::int32_t>&)>& corrupt,
+    std::vector<std::unique_ptr<ep::Buffer<Device>>>& buffers) {
+  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 5, 8, 2},
+                                             cmx::test::Routing::uniform, 5);
+  buffers.resize(kRanks);
+  return outcomes(world.run_collect([&](Device device) {
+    const int rank = device.rank();
+    buffers[rank] = std::make_unique<ep::Buffer<Device>>(device, kConfig);
+    const auto& input = inputs[rank];
+    std::vector<std::int32_t> topk_idx = input.topk_idx;
+    ep::DispatchArgs args{.x = input.x, .topk_idx = topk_idx, .num_tokens = input.num_tokens};
+    if (rank == bad_rank) corrupt(args, topk_idx);
+    ep::dispatch(device, *buffers[rank], args);
+  }));
+}
+
+}  // namespace
+
+TEST_CASE("a bad dispatch input fails on its rank before writing, and fast on every peer" *
+          doctest::test_suite("concurrent")) {
+  struct BadInput {
+    const char* name;
+    std::function<void(ep::DispatchArgs&, std::vector<std::int32_t>&)> corrupt;
+    ErrorCode code;
+    const char* says;
+  };
+  static const std::vector<bf16> too_many(9 * 32);
+  static const std::vector<std::int32_t> too_many_idx(9 * 4, 0);
+  const BadInput cases[] = {
+      {"expert id past the end", [](auto&, auto& idx) { idx[6] = 16; },
+       ErrorCode::invalid_argument, "topk_idx[1, 2] = 16 is outside [-1, 16)"},
+      {"negative expert id below -1", [](auto&, auto& idx) { idx[0] = -2; },
+       ErrorCode::invalid_argument, "is outside [-1, 16)"},
+      {"an expert named twice by one token",
+       [](auto&, auto& idx) { idx[4] = 3; idx[5] = -1; idx[7] = 3; },
+       ErrorCode::invalid_argument, "token 1 names expert 3 twice (k = 0 and 3)"},
+      {"more tokens than the capacity",
+       [](auto& args, auto&) { args = {.x = too_many, .topk_idx = too_many_idx, .num_tokens = 9}; },
+       ErrorCode::capacity, "dispatch of 9 tokens, capacity (max_tokens_per_rank) is 8"},
+      {"x of the wrong size", [](auto& args, auto&) { args.x = args.x.first(args.x.size() - 1); },
+       ErrorCode::invalid_argument, "x has"},
+      {"topk_idx of the wrong size",
+       [](auto& args, auto&) { args.topk_idx = args.topk_idx.first(args.topk_idx.size() - 1); },
+       ErrorCode::invalid_argument, "topk_idx has"},
+  };
+  for (const BadInput& bad : cases) {
+    INFO(bad.name);
+    World world({.num_ranks = kRanks, .timeout = 20s});  // failures must be fast, not timeouts
+    std::vector<std::unique_ptr<ep::Buffer<Device>>> buffers;
+    const auto result = dispatch_with_bad_rank(world, 1, bad.corrupt, buffers);
+    CHECK(result[1].failed);
+    CHECK(result[1].code == bad.code);
+    CHECK_MESSAGE(contains(result[1].message, bad.says), result[1].message);
+    for (int rank : {0, 2, 3}) {
+      CHECK(result[rank].code == ErrorCode::peer_failed);
+      CHECK_MESSAGE(contains(result[rank].message, "rank 1 failed its dispatch"), result[rank].message);
+    }
+    CHECK(nothing_received_from(buffers, 1));
+    for (auto& buffer : buffers) CHECK(buffer->phase() == ep::Phase::failed);
+  }
+}
+
+TEST_CASE("a bad combine input fails on its rank before writing, and fast on every peer" *
+          doctest::test_suite("concurrent")) {
+  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 5, 8, 2},
+                                             cmx::test::Routing::uniform, 6);
+  const ep::Layout layout(kConfig, kRanks);
+  for (const char* which : {"expert_out", "topk_weights", "y"}) {
+    INFO(which);
+    World world({.num_ranks = kRanks, .timeout = 20s});
+    const auto result = outcomes(world.run_collect([&](Device device) {
+      const auto& input = inputs[device.rank()];
+      ep::Buffer<Device> buffer(device, kConfig);
+      ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+      std::vector<bf16> expert_out(layout.num_messages() * 32);
+      std::vector<bf16> y(input.x.size());
+      ep::CombineArgs args{.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y};
+      if (device.rank() == 2) {
+        if (std::string(which) == "expert_out") args.expert_out = args.expert_out.first(32);
+        if (std::string(which) == "topk_weights") args.topk_weights = args.topk_weights.first(1);
+        if (std::string(which) == "y") args.y = args.y.first(0);
+      }
+      ep::combine(device, buffer, args);
+    }));
+    CHECK(result[2].code == ErrorCode::invalid_argument);
+    CHECK_MESSAGE(contains(result[2].message, std::string(which) + " has"), result[2].message);
+    for (int rank : {0, 1, 3}) {
+      CHECK(result[rank].code == ErrorCode::peer_failed);
+      CHECK_MESSAGE(contains(result[rank].message, "rank 2 failed its combine"), result[rank].message);
+    }
+  }
+}
+
+TEST_CASE("calls out of order are state errors" * doctest::test_suite("concurrent")) {
+  World world({.num_ranks = 1});
+  world.run([&](Device device) {
+    const std::vector<bf16> x(32);
+    const std::vector<std::int32_t> topk_idx = {0, 1, 2, 3};
+    std::vector<bf16> y(32);
+    const std::vector<float> weights(4, 0.25f);
+    std::vector<bf16> expert_out(ep::Layout(kConfig, 1).num_messages() * 32);
+    {
+      ep::Buffer<Device> buffer(device, kConfig);
+      CHECK_THROWS_WITH_AS(ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = weights, .y = y}),
+                           doctest::Contains("combine called without a dispatch before it"), cmx::Error);
+      // The error left the buffer failed: it refuses further calls.
+      CHECK_THROWS_WITH_AS(ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
+                           doctest::Contains("left unusable"), cmx::Error);
+    }
+    ep::Buffer<Device> buffer(device, kConfig);
+    ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1});
+    CHECK_THROWS_WITH_AS(ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
+                         doctest::Contains("dispatch called twice without a combine between"), cmx::Error);
+  });
+}
+
+TEST_CASE("configs that differ between ranks are reported on every rank" *
+          doctest::test_suite("concurrent")) {
+  World world({.num_ranks = kRanks, .timeout = 20s});
+  const auto result = outcomes(world.run_collect([&](Device device) {
+    ep::Config config = kConfig;
+    if (device.rank() == 3) config.hidden = 48;
+    ep::Buffer<Device> buffer(device, config);
+  }));
+  for (const RankOutcome& outcome : result) {
+    CHECK(outcome.code == ErrorCode::config_mismatch);
+    CHECK_MESSAGE(contains(outcome.message, "ep::Config differs between ranks"), outcome.message);
+    CHECK_MESSAGE(contains(outcome.message, "hidden 48"), outcome.message);
+  }
+}
+
+TEST_CASE("an invalid config is reported on every rank" * doctest::test_suite("concurrent")) {
+  const std::pair<ep::Config, const char*> cases[] = {
+      {{.num_experts = 18, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 4}, "num_experts (18)"},
+      {{.num_experts = 16, .max_tokens_per_rank = 0, .hidden = 32, .num_topk = 4}, "max_tokens_per_rank"},
+      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 24, .num_topk = 4}, "hidden must be a multiple of 16"},
+      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 16400, .num_topk = 4}, "hidden must be"},
+      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 17}, "num_topk"},
+      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 0}, "num_topk"},
+  };
+  for (const auto& [config, says] : cases) {
+    World world({.num_ranks = kRanks, .timeout = 20s});
+    const auto result = outcomes(world.run_collect([&](Device device) { ep::Buffer<Device> buffer(device, config); }));
+    for (const RankOutcome& outcome : result) {
+      CHECK(outcome.code == ErrorCode::invalid_argument);
+      CHECK_MESSAGE(contains(outcome.message, says), outcome.message);
+    }
+  }
+}
+
+TEST_CASE("a rank that never calls dispatch: the others time out naming it" *
+          doctest::test_suite("concurrent")) {
+  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 8);
+  World world({.num_ranks = kRanks, .timeout = 300ms});
+  const auto result = outcomes(world.run_collect([&](Device device) {
+    ep::Buffer<Device> buffer(device, kConfig);
+    if (device.rank() == 3) return;  // never dispatches
+    const auto& input = inputs[device.rank()];
+    ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+  }));
+  CHECK_FALSE(result[3].failed);
+  for (int rank : {0, 1, 2}) {
+    CHECK(result[rank].code == ErrorCode::timeout);
+    CHECK_MESSAGE(contains(result[rank].message, "dispatch waited for rank 3"), result[rank].message);
+  }
+}
+
+TEST_CASE("a rank that never calls combine: the others time out naming it" *
+          doctest::test_suite("concurrent")) {
+  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 9);
+  const ep::Layout layout(kConfig, kRanks);
+  World world({.num_ranks = kRanks, .timeout = 300ms});
+  const auto result = outcomes(world.run_collect([&](Device device) {
+    ep::Buffer<Device> buffer(device, kConfig);
+    const auto& input = inputs[device.rank()];
+    ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+    if (device.rank() == 0) return;
+    std::vector<bf16> expert_out(layout.num_messages() * 32), y(input.x.size());
+    ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+  }));
+  for (int rank : {1, 2, 3}) {
+    CHECK(result[rank].code == ErrorCode::timeout);
+    CHECK_MESSAGE(contains(result[rank].message, "combine waited for rank 0"), result[rank].message);
+  }
+}
