@@ -89,7 +89,7 @@ TEST_CASE("quantize_row_int8 edge cases, as documented") {
   }
 }
 
-TEST_CASE("accumulate_weighted_row is one fma per element; round_row_to_bf16 rounds once") {
+TEST_CASE("accumulate_weighted_row is one fma per element, round_row_to_bf16 rounds once") {
   std::mt19937 random(3);
   const std::vector<bf16> row = random_row(1000, 2.0f, random);
   std::vector<float> acc(row.size()), expected(row.size());

@@ -208,7 +208,9 @@ TEST_CASE("an invalid config is reported on every rank" * doctest::test_suite("c
       {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 17}, "num_topk"},
       {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 0}, "num_topk"},
   };
-  for (const auto& [config, says] : cases) {
+  for (const auto& [bad_config, says] : cases) {
+    const ep::Config config = bad_config;  // a plain variable: lambdas capture it (C++20 allows
+                                           // capturing bindings, clang 14 does not yet)
     World world({.num_ranks = kRanks, .timeout = 20s});
     const auto result = outcomes(world.run_collect([&](Device device) { ep::Buffer<Device> buffer(device, config); }));
     for (const RankOutcome& outcome : result) {

@@ -80,14 +80,21 @@ std::vector<bf16> combine(const ep::Config& config, const EpRankInput& input,
                           ExpertRow&& expert_row) {
   const std::size_t hidden = static_cast<std::size_t>(config.hidden);
   std::vector<bf16> y(static_cast<std::size_t>(input.num_tokens) * hidden);
+  std::vector<std::vector<bf16>> rows(static_cast<std::size_t>(config.num_topk));  // [K][hidden]
   for (int t = 0; t < input.num_tokens; ++t) {
+    for (int k = 0; k < config.num_topk; ++k) {  // copied: expert_row may reuse its storage
+      const std::size_t choice = static_cast<std::size_t>(t * config.num_topk + k);
+      if (input.topk_idx[choice] < 0) continue;
+      const std::span<const bf16> row = expert_row(t, k);
+      rows[static_cast<std::size_t>(k)].assign(row.begin(), row.end());
+    }
     for (std::size_t h = 0; h < hidden; ++h) {
       float acc = 0.0f;
       for (int k = 0; k < config.num_topk; ++k) {
         const std::size_t choice = static_cast<std::size_t>(t * config.num_topk + k);
         if (input.topk_idx[choice] < 0) continue;
-        const std::span<const bf16> row = expert_row(t, k);
-        acc = std::fma(input.topk_weights[choice], row[h].to_float(), acc);
+        acc = std::fma(input.topk_weights[choice], rows[static_cast<std::size_t>(k)][h].to_float(),
+                       acc);
       }
       y[static_cast<std::size_t>(t) * hidden + h] = round_to_bf16(acc);
     }
