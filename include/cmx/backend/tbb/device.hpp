@@ -91,8 +91,8 @@ class Device {
   template <class Body>
   void launch(int num_blocks, Body&& body) {
     if (num_blocks <= 0) return;
-    if (num_blocks == 1) {  // no task overhead for the common single-block case
-      run_block(0, 1, body);
+    if (num_blocks == 1 || detail::kThreadSanitizer) {  // no task overhead for one block
+      for (int index = 0; index < num_blocks; ++index) run_block(index, num_blocks, body);
       return;
     }
     world_->arena(rank_).execute([&] {
