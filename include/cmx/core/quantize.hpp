@@ -37,13 +37,15 @@ inline constexpr int kInt8Max = 127;
 inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) noexcept {
   // |x| of a bf16 is its bits without the sign, and for finite values the magnitude order is
   // the integer order of those bits: the reduction is an exact integer max that vectorizes.
+  // (An index loop over .bits: GCC does not vectorize a range-for that copies each bf16.)
   std::uint16_t amax_bits = 0;
-  for (const bf16 value : row) amax_bits = std::max<std::uint16_t>(amax_bits, value.bits & 0x7fffu);
+  for (std::size_t i = 0; i < row.size(); ++i)
+    amax_bits = std::max<std::uint16_t>(amax_bits, row[i].bits & 0x7fffu);
 
   constexpr std::uint16_t kInfBits = 0x7f80u;       // exponent all ones: Inf or NaN
   constexpr std::uint16_t kMinNormalBits = 0x0080u;  // 2^-126
   if (amax_bits >= kInfBits || amax_bits < kMinNormalBits) {
-    std::fill(out.begin(), out.end(), std::int8_t{0});
+    for (std::int8_t& code : out) code = 0;  // (std::fill trips a GCC 12 -Wstringop-overflow)
     return amax_bits >= kInfBits ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
   }
   const float amax = bf16{amax_bits}.to_float();

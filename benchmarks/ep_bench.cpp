@@ -1,0 +1,330 @@
+// SPDX-License-Identifier: Apache-2.0
+// The EP benchmark loop: in every iteration each rank runs cmx's kernels, the unfused baseline and
+// a memcpy of the same bytes; rank 0 drives Google Benchmark and reports the medians.
+#include "ep_bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <iterator>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "cmx/cmx.hpp"
+#include "lazy_array.hpp"
+#include "rank_timer.hpp"
+#include "unfused_baseline.hpp"
+
+namespace cmx::bench {
+namespace {
+
+using Device = tbb_backend::Device;
+
+/// The timed sections of one iteration.
+enum class Section { fused, unfused, memcpy, count };
+
+/// Untimed iterations of each kernel when a World is built.
+constexpr int kWarmupIterations = 3;
+/// Every wait gives up after this long: 16 ranks on 2 busy cores can be slow, never this slow.
+constexpr std::chrono::seconds kWaitTimeout{120};
+
+/// Element `h` of the stand-in output of local expert `expert` for `token`: cheap, finite and
+/// varied.
+bf16 expert_output_value(int expert, int token, std::size_t h) {
+  const std::size_t mix =
+      (static_cast<std::size_t>(token) * 131 + h * 7 + static_cast<std::size_t>(expert) * 17) % 251;
+  return bf16::from_float(static_cast<float>(mix) / 125.0f - 1.0f);
+}
+
+/// Everything one rank owns: its inputs, cmx's buffer, the unfused baseline with its own
+/// memory, the expert outputs and the memcpy buffers. Made on the rank's own thread, so each
+/// page is first touched by the rank that uses it.
+class RankBench {
+ public:
+  /// Collective.
+  RankBench(Device device, const EpShape& shape)
+      : device_(device),
+        inputs_(make_rank_inputs(shape, device.rank())),
+        num_messages_(inputs_.num_messages()),
+        buffer_(device, shape.config()),
+        unfused_(device, shape.config()),
+        expert_out_(buffer_.layout().num_messages() * hidden()),
+        fused_y_(inputs_.x.size()),
+        unfused_y_(inputs_.x.size()),
+        copy_source_(std::max(payload_bytes(Kernel::dispatch), payload_bytes(Kernel::combine)),
+                     std::byte{1}),
+        copy_destination_(copy_source_.size()) {}
+
+  /// Collective: one round of each implementation, checked against each other (the same
+  /// received rows, the same y bit for bit), so the baseline is known to do the same work.
+  /// Writes the expert outputs of the rows that arrive; routing is fixed, so every later round
+  /// receives the same rows.
+  void run_checked_first_round() {
+    const ep::Received received = ep::dispatch(device_, buffer_, dispatch_args());
+    unfused_.dispatch(inputs_.x, inputs_.topk_idx, num_tokens());
+    check_same_received(received);
+    write_expert_outputs(received);
+    ep::combine(device_, buffer_, combine_args(fused_y_));
+    unfused_.combine(expert_out_.span(), inputs_.topk_weights, unfused_y_);
+    const auto [fused, unfused] =
+        std::mismatch(fused_y_.begin(), fused_y_.end(), unfused_y_.begin());
+    if (fused != fused_y_.end())
+      fail("y[", std::distance(fused_y_.begin(), fused), "] is ", fused->to_float(),
+           " from cmx and ", unfused->to_float(), " from the unfused baseline");
+  }
+
+  void run_fused(Kernel kernel) {
+    if (kernel == Kernel::dispatch)
+      ep::dispatch(device_, buffer_, dispatch_args());
+    else
+      ep::combine(device_, buffer_, combine_args(fused_y_));
+  }
+
+  void run_unfused(Kernel kernel) {
+    if (kernel == Kernel::dispatch)
+      unfused_.dispatch(inputs_.x, inputs_.topk_idx, num_tokens());
+    else
+      unfused_.combine(expert_out_.span(), inputs_.topk_weights, unfused_y_);
+  }
+
+  /// One memcpy of this rank's payload bytes of `kernel` between two private buffers.
+  void copy_payload(Kernel kernel) {
+    std::memcpy(copy_destination_.data(), copy_source_.data(), payload_bytes(kernel));
+    benchmark::ClobberMemory();
+  }
+
+  /// Bytes this rank moves per call of `kernel`, counted as DeepEP does: its messages (T * K
+  /// here) times message_bytes.
+  std::size_t payload_bytes(Kernel kernel) const noexcept {
+    return num_messages_ * message_bytes(kernel, buffer_.config().hidden);
+  }
+
+ private:
+  int num_tokens() const noexcept { return buffer_.config().max_tokens_per_rank; }
+  std::size_t hidden() const noexcept { return static_cast<std::size_t>(buffer_.config().hidden); }
+
+  ep::DispatchArgs dispatch_args() const {
+    return {.x = inputs_.x, .topk_idx = inputs_.topk_idx, .num_tokens = num_tokens()};
+  }
+  ep::CombineArgs combine_args(std::vector<bf16>& y) const {
+    return {.expert_out = expert_out_.span(), .topk_weights = inputs_.topk_weights, .y = y};
+  }
+
+  template <class... Parts>
+  [[noreturn]] void fail(const Parts&... parts) const {
+    std::ostringstream text;
+    text << "rank " << device_.rank() << ": ";
+    (text << ... << parts);
+    throw std::runtime_error(text.str());
+  }
+
+  void check_same_received(const ep::Received& received) const {
+    for (int expert = 0; expert < received.num_local_experts(); ++expert)
+      for (int src = 0; src < received.num_ranks(); ++src) {
+        if (received.count(expert, src) != unfused_.received_count(expert, src))
+          fail("segment (", expert, ", ", src, ") has ", received.count(expert, src),
+               " rows from cmx and ", unfused_.received_count(expert, src), " from the unfused");
+        for (int slot = 0; slot < received.count(expert, src); ++slot) {
+          const ep::MessageMeta meta = received.meta(expert, src, slot);
+          const RecordTag tag = unfused_.received_tag(expert, src, slot);
+          const auto codes = received.row_int8(expert, src, slot);
+          const auto unfused_codes = unfused_.received_codes(expert, src, slot);
+          if (meta.src_token != tag.src_token || meta.topk_slot != tag.topk_slot ||
+              std::memcmp(&meta.scale, &tag.scale, sizeof(float)) != 0 ||
+              !std::equal(codes.begin(), codes.end(), unfused_codes.begin()))
+            fail("segment (", expert, ", ", src, ") slot ", slot,
+                 " differs between cmx and the unfused baseline");
+        }
+      }
+  }
+
+  void write_expert_outputs(const ep::Received& received) {
+    const ep::Layout& layout = buffer_.layout();
+    for (int expert = 0; expert < received.num_local_experts(); ++expert)
+      for (int src = 0; src < received.num_ranks(); ++src)
+        for (int slot = 0; slot < received.count(expert, src); ++slot) {
+          const int token = received.meta(expert, src, slot).src_token;
+          bf16* row = expert_out_.data() + layout.message_index(expert, src, slot) * hidden();
+          for (std::size_t h = 0; h < hidden(); ++h) row[h] = expert_output_value(expert, token, h);
+        }
+  }
+
+  Device device_;
+  RankInputs inputs_;
+  std::size_t num_messages_;  // (token, expert) messages this rank sends per call
+  ep::Buffer<Device> buffer_;
+  UnfusedEp<Device> unfused_;
+  // [num_local_experts * num_ranks * max_tokens][hidden], cmx's receive layout: this rank's own,
+  // only received rows written (a shared one would turn other ranks' reads into cache hits).
+  LazyArray<bf16> expert_out_;
+  std::vector<bf16> fused_y_;                // [num_tokens][hidden]
+  std::vector<bf16> unfused_y_;              // [num_tokens][hidden]
+  std::vector<std::byte> copy_source_;       // [max payload bytes]
+  std::vector<std::byte> copy_destination_;  // [max payload bytes]
+};
+
+/// One iteration on one rank: cmx's dispatch and combine, the unfused dispatch and combine
+/// (both implementations need the pair, in turn) and a memcpy of the measured kernel's bytes.
+/// Only the measured kernel's sections are timed; each starts at a barrier.
+void run_iteration(Device& device, RankBench& rank, Kernel measured, SectionTimer<Section>& timer) {
+  const auto run = [&](Section section, Kernel kernel, auto&& body) {
+    if (kernel == measured)
+      timer.time(device, section, body);
+    else
+      body();
+  };
+  for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+    run(Section::fused, kernel, [&] { rank.run_fused(kernel); });
+  for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+    run(Section::unfused, kernel, [&] { rank.run_unfused(kernel); });
+  timer.time(device, Section::memcpy, [&] { rank.copy_payload(measured); });
+  timer.gather(device);
+}
+
+/// Seconds per call, medians over the iterations of one run.
+struct EpMeasurement {
+  double fused_seconds = 0;
+  double unfused_seconds = 0;
+  double memcpy_seconds = 0;
+  std::size_t bytes_per_rank = 0;  // DeepEP-counted bytes one rank moves per call
+};
+
+bool is_consequence_of_another_failure(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& cmx_error) {
+    return cmx_error.code() == ErrorCode::timeout || cmx_error.code() == ErrorCode::peer_failed;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
+
+/// A World of W ranks with each rank's RankBench, built and checked once per shape.
+class EpWorldBench {
+ public:
+  explicit EpWorldBench(const EpShape& shape)
+      : shape_(shape),
+        // One block per rank: cmx's kernels, the unfused baseline and memcpy all get one
+        // thread's worth of work per rank, on any machine.
+        world_({.num_ranks = shape.num_ranks, .timeout = kWaitTimeout, .blocks_per_rank = 1}),
+        ranks_(static_cast<std::size_t>(shape.num_ranks)) {
+    SectionTimer<Section> timer(shape.num_ranks);  // warm-up times are not read
+    run_on_every_rank([&](Device device) {
+      auto rank = std::make_unique<RankBench>(device, shape_);
+      rank->run_checked_first_round();
+      // Warm-up, once per World: every page and code path that the timed loops of either
+      // kernel touch is touched first. The state stays warm between Google Benchmark's runs.
+      for (int i = 0; i < kWarmupIterations; ++i)
+        for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+          run_iteration(device, *rank, kernel, timer);
+      ranks_[static_cast<std::size_t>(device.rank())] = std::move(rank);
+    });
+  }
+
+  const EpShape& shape() const noexcept { return shape_; }
+
+  /// Runs Google Benchmark's loop for `kernel`: one iteration per KeepRunning, the cmx
+  /// kernel's time as the iteration's manual time.
+  EpMeasurement measure(Kernel kernel, benchmark::State& state) {
+    LockstepLoop loop;
+    SectionTimer<Section> timer(shape_.num_ranks);
+    std::vector<double> fused_seconds, unfused_seconds, memcpy_seconds;  // per iteration
+    run_on_every_rank([&](Device device) {
+      RankBench& rank = *ranks_[static_cast<std::size_t>(device.rank())];
+      benchmark::State* driver = device.rank() == 0 ? &state : nullptr;
+      while (loop.next(device, driver)) {
+        run_iteration(device, rank, kernel, timer);
+        if (driver == nullptr) continue;
+        driver->SetIterationTime(timer.seconds(Section::fused));
+        fused_seconds.push_back(timer.seconds(Section::fused));
+        unfused_seconds.push_back(timer.seconds(Section::unfused));
+        memcpy_seconds.push_back(timer.seconds(Section::memcpy));
+      }
+    });
+    // Every rank sends T * K messages (no masked choice), so rank 0's bytes are every rank's.
+    return {.fused_seconds = median(fused_seconds),
+            .unfused_seconds = median(unfused_seconds),
+            .memcpy_seconds = median(memcpy_seconds),
+            .bytes_per_rank = ranks_.front()->payload_bytes(kernel)};
+  }
+
+ private:
+  // world_.run, except that the error reported is a root cause: one rank's failure makes its
+  // peers time out waiting for it, and the lowest rank's timeout would hide why.
+  template <class Body>
+  void run_on_every_rank(Body&& body) {
+    std::exception_ptr first_error;
+    for (const std::exception_ptr& error : world_.run_collect(std::forward<Body>(body))) {
+      if (!error) continue;
+      if (!is_consequence_of_another_failure(error)) std::rethrow_exception(error);
+      if (!first_error) first_error = error;
+    }
+    if (first_error) std::rethrow_exception(first_error);
+  }
+
+  EpShape shape_;
+  tbb_backend::World world_;
+  std::vector<std::unique_ptr<RankBench>> ranks_;  // [num_ranks], each made by its rank
+};
+
+EpBenchSession::EpBenchSession() = default;
+EpBenchSession::~EpBenchSession() = default;
+
+EpWorldBench& EpBenchSession::world_for(const EpShape& shape) {
+  if (!world_ || world_->shape() != shape) {
+    world_.reset();  // free the old World's memory before making the next one
+    world_ = std::make_unique<EpWorldBench>(shape);
+  }
+  return *world_;
+}
+
+void EpBenchSession::discard() noexcept {
+  world_.reset();
+}
+
+namespace {
+
+void run_ep_benchmark(benchmark::State& state, Kernel kernel, EpShape shape,
+                      EpBenchSession& session) {
+  shape.num_ranks = static_cast<int>(state.range(0));
+  shape.num_tokens = static_cast<int>(state.range(1));
+  shape.hidden = static_cast<int>(state.range(2));
+  shape.num_topk = static_cast<int>(state.range(3));
+  try {
+    const EpMeasurement measured = session.world_for(shape).measure(kernel, state);
+    const double bytes = static_cast<double>(measured.bytes_per_rank);
+    state.counters[counter::kLatencyUs] = measured.fused_seconds * 1e6;
+    state.counters[counter::kGBps] = bytes / measured.fused_seconds / 1e9;
+    state.counters[counter::kMemcpyGBps] = bytes / measured.memcpy_seconds / 1e9;
+    state.counters[counter::kRatioMemcpy] = measured.memcpy_seconds / measured.fused_seconds;
+    state.counters[counter::kRatioUnfused] = measured.unfused_seconds / measured.fused_seconds;
+  } catch (const std::exception& error) {
+    session.discard();  // a World in which a rank failed cannot run again
+    state.SkipWithError(error.what());
+  }
+}
+
+}  // namespace
+
+void register_ep_benchmarks(EpBenchSession& session, const EpShape& shape,
+                            std::span<const int> rank_counts) {
+  for (const int num_ranks : rank_counts)
+    for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+      benchmark::RegisterBenchmark(to_string(kernel),
+                                   [&session, kernel, shape](benchmark::State& state) {
+                                     run_ep_benchmark(state, kernel, shape, session);
+                                   })
+          ->ArgNames({"ranks", "tokens", "hidden", "topk"})
+          ->Args({num_ranks, shape.num_tokens, shape.hidden, shape.num_topk})
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+}
+
+}  // namespace cmx::bench

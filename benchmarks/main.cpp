@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx_bench: cmx's EP dispatch and combine at the DeepEP low-latency setting on 2-16 emulated
+// ranks (Google Benchmark), then a summary beside the published figures.
+//
+//   cmx_bench [--published_numbers=PATH] [Google Benchmark flags]
+//
+// Defaults, each overridable on the command line: --benchmark_repetitions=3
+// --benchmark_min_time=0.2 --benchmark_display_aggregates_only=true
+// --benchmark_counters_tabular=true. Select rank counts with e.g.
+// --benchmark_filter='ranks:(2|8)/'. The published figures are read from PATH, else
+// $CMX_PUBLISHED_NUMBERS, else the published_numbers.csv of the source tree. With a JSON or CSV
+// --benchmark_format the summary goes to stderr, so stdout stays machine-readable.
+#include <array>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "ep_bench.hpp"
+#include "ep_workload.hpp"
+#include "published.hpp"
+#include "report.hpp"
+
+namespace {
+
+constexpr std::string_view kPublishedFlag = "--published_numbers=";
+constexpr const char* kPublishedEnv = "CMX_PUBLISHED_NUMBERS";
+
+/// Google Benchmark flags cmx_bench runs with unless the command line says otherwise (later
+/// flags win).
+constexpr std::array<const char*, 4> kDefaultFlags = {
+    "--benchmark_repetitions=3",
+    "--benchmark_min_time=0.2",
+    "--benchmark_display_aggregates_only=true",
+    "--benchmark_counters_tabular=true",
+};
+
+/// The rank counts benchmarked (EP sizes).
+constexpr std::array<int, 4> kRankCounts = {2, 4, 8, 16};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string published_path = CMX_BENCH_PUBLISHED_NUMBERS;
+  if (const char* from_env = std::getenv(kPublishedEnv)) published_path = from_env;
+
+  // Google Benchmark's arguments: ours first, so that the user's override them; our own flag
+  // taken out.
+  std::vector<std::string> arguments = {argv[0]};
+  arguments.insert(arguments.end(), kDefaultFlags.begin(), kDefaultFlags.end());
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument.starts_with(kPublishedFlag))
+      published_path = argument.substr(kPublishedFlag.size());
+    else
+      arguments.emplace_back(argument);
+  }
+  std::vector<char*> argument_pointers;
+  for (std::string& argument : arguments) argument_pointers.push_back(argument.data());
+  int argument_count = static_cast<int>(argument_pointers.size());
+  benchmark::Initialize(&argument_count, argument_pointers.data());
+  if (benchmark::ReportUnrecognizedArguments(argument_count, argument_pointers.data())) return 1;
+
+  std::vector<cmx::bench::PublishedFigure> published;
+  try {
+    published = cmx::bench::load_published_figures(published_path);
+  } catch (const std::exception& error) {
+    std::cerr << "cmx_bench: " << error.what() << " (give its path with " << kPublishedFlag
+              << "PATH or $" << kPublishedEnv << ")\n";
+    return 1;
+  }
+
+  const cmx::bench::EpShape shape;  // the DeepEP low-latency setting
+  cmx::bench::EpBenchSession session;
+  cmx::bench::register_ep_benchmarks(session, shape, kRankCounts);
+  cmx::bench::add_benchmark_context(shape, kRankCounts);
+
+  // Owned by Google Benchmark; it follows --benchmark_format.
+  benchmark::BenchmarkReporter* display = benchmark::CreateDefaultDisplayReporter();
+  cmx::bench::SummaryCollector collector(*display);
+  benchmark::RunSpecifiedBenchmarks(&collector);
+  session.discard();
+
+  const bool display_is_table = dynamic_cast<benchmark::ConsoleReporter*>(display) != nullptr;
+  cmx::bench::print_summary(display_is_table ? std::cout : std::cerr, shape, collector.rows(),
+                            published, published_path);
+  benchmark::Shutdown();
+  return 0;
+}
