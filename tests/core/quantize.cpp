@@ -50,15 +50,21 @@ TEST_CASE("quantize_row_int8 edge cases, as documented") {
     CHECK(check_quantize(std::vector<bf16>(32, bf16::from_float(0.0f))) == 0.0f);
     CHECK(check_quantize(std::vector<bf16>(32, bf16::from_float(-0.0f))) == 0.0f);
   }
-  SUBCASE("a row whose largest magnitude is subnormal is flushed to zero") {
+  SUBCASE("a row whose largest magnitude is below 2^-121 (subnormals included) is flushed") {
     std::vector<bf16> row(32, bf16{0x0001});  // the smallest subnormal
     row[3] = bf16{0x807f};                    // the largest negative subnormal
     CHECK(check_quantize(row) == 0.0f);
+    row[5] = bf16::from_float(std::ldexp(1.0f, -122));  // normal, but 127 / amax overflows
+    CHECK(check_quantize(row) == 0.0f);
   }
-  SUBCASE("the smallest normal amax is quantized, not flushed") {
-    std::vector<bf16> row(32, bf16{0x0040});
-    row[0] = bf16{0x0080};
-    CHECK(check_quantize(row) > 0.0f);
+  SUBCASE("the smallest amax that is not flushed, 2^-121, gives exact codes") {
+    const float amax = std::ldexp(1.0f, -121);
+    std::vector<bf16> row = {bf16::from_float(amax), bf16::from_float(-amax / 2),
+                             bf16::from_float(0.0f), bf16::from_float(amax / 4)};
+    std::vector<std::int8_t> codes(row.size());
+    CHECK(cmx::quantize_row_int8(row, codes) == amax / 127.0f);
+    CHECK(codes == std::vector<std::int8_t>{127, -64, 0, 32});  // 63.5 and 31.75 round to even
+    check_quantize(row);
   }
   SUBCASE("NaN or Inf anywhere poisons the row: scale NaN, codes 0") {
     for (const std::uint16_t bad : {std::uint16_t{0x7f80}, std::uint16_t{0xff80},

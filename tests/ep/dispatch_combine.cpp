@@ -2,6 +2,7 @@
 // FusedDispatch + FusedCombine on the TBB backend against the scalar reference, bit for bit.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <random>
@@ -85,14 +86,31 @@ TEST_CASE("dispatch and combine match the reference for every rank count and top
   }
 }
 
-TEST_CASE("every routing pattern, in int8 and bf16" * doctest::test_suite("concurrent")) {
-  for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
-    for (const Routing routing :
-         {Routing::uniform, Routing::one_expert, Routing::all_masked, Routing::same_rank}) {
-      const Case c{.num_ranks = 4, .num_experts = 32, .hidden = 128, .num_topk = 8,
-                   .capacity = 16, .precision = precision, .routing = routing};
-      check_one_round(c, {16, 9, 16, 3}, 99);
+TEST_CASE("every routing pattern, in int8 and bf16, on 1, 4 and 64 ranks" *
+          doctest::test_suite("concurrent")) {
+  for (const int num_ranks : {1, 4, 64}) {
+    for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
+      for (const Routing routing :
+           {Routing::uniform, Routing::one_expert, Routing::all_masked, Routing::same_rank}) {
+        const int experts_per_rank = num_ranks == 64 ? 2 : 32 / num_ranks;
+        const Case c{.num_ranks = num_ranks, .num_experts = num_ranks * experts_per_rank,
+                     .hidden = num_ranks == 64 ? 48 : 128, .num_topk = 8,
+                     .capacity = 16, .precision = precision, .routing = routing};
+        check_one_round(c, random_token_counts(num_ranks, c.capacity, 31u + num_ranks), 99);
+      }
     }
+  }
+}
+
+TEST_CASE("the size limits: top-16 with every choice taken, at hidden 7168 and 16384" *
+          doctest::test_suite("concurrent")) {
+  for (const int hidden : {7168, ep::kMaxHidden}) {
+    const Case c{.num_ranks = 2, .num_experts = 32, .hidden = hidden, .num_topk = ep::kMaxTopk,
+                 .capacity = 3};
+    // same_rank with 16 experts per rank fills all 16 choices of every token.
+    Case full = c;
+    full.routing = Routing::same_rank;
+    check_one_round(full, {3, 2}, 5);
   }
 }
 
@@ -115,36 +133,47 @@ TEST_CASE("block counts do not change a bit" * doctest::test_suite("concurrent")
   }
 }
 
-TEST_CASE("skewed rank speeds over many rounds" * doctest::test_suite("concurrent")) {
-  const Case c{.num_ranks = 8, .num_experts = 32, .hidden = 64, .num_topk = 8, .capacity = 16,
-               .blocks_per_rank = 2};
+namespace {
+
+// Rounds with every rank sleeping a random 0-2 ms before some stages, so that arrival order
+// changes every round.
+void check_skewed_rounds(const Case& c, int num_rounds) {
+  INFO(describe(c));
   const ep::Config config = config_of(c);
-  constexpr int kRounds = 12;
   std::vector<std::vector<cmx::reference::EpRankInput>> inputs;
   std::vector<cmx::reference::DispatchedRows> expected;
-  for (int round = 0; round < kRounds; ++round) {
+  for (int round = 0; round < num_rounds; ++round) {
     inputs.push_back(cmx::test::make_inputs(
         config, c.num_ranks, random_token_counts(c.num_ranks, c.capacity, 500u + round),
         Routing::uniform, 600u + round));
     expected.push_back(cmx::reference::dispatch(config, c.num_ranks, inputs.back()));
   }
-  World world({.num_ranks = c.num_ranks, .blocks_per_rank = c.blocks_per_rank});
+  World world({.num_ranks = c.num_ranks, .timeout = std::chrono::seconds(60),
+               .blocks_per_rank = c.blocks_per_rank});
   std::vector<std::string> mismatch(static_cast<std::size_t>(c.num_ranks));
   world.run([&](Device device) {
     ep::Buffer<Device> buffer(device, config);
     std::mt19937 random(static_cast<unsigned>(device.rank()) * 7919u + 1u);
-    // Each rank sleeps a random 0-2 ms before some stages: arrival order changes every round.
     const auto pause = [&](int) {
       if (random() % 2 == 0)
         std::this_thread::sleep_for(std::chrono::microseconds(random() % 2000));
     };
-    for (int round = 0; round < kRounds; ++round) {
+    for (int round = 0; round < num_rounds; ++round) {
       std::string m = cmx::test::checked_round(device, buffer, inputs[round], expected[round], pause);
       if (!m.empty() && mismatch[static_cast<std::size_t>(device.rank())].empty())
         mismatch[static_cast<std::size_t>(device.rank())] = "round " + std::to_string(round) + ": " + m;
     }
   });
   for (const std::string& m : mismatch) CHECK_MESSAGE(m.empty(), m);
+}
+
+}  // namespace
+
+TEST_CASE("skewed rank speeds over many rounds" * doctest::test_suite("concurrent")) {
+  check_skewed_rounds({.num_ranks = 8, .num_experts = 32, .hidden = 64, .num_topk = 8,
+                       .capacity = 16, .blocks_per_rank = 2}, 12);
+  check_skewed_rounds({.num_ranks = 24, .num_experts = 48, .hidden = 32, .num_topk = 6,
+                       .capacity = 8}, 4);
 }
 
 TEST_CASE("1000 back-to-back rounds reuse the same buffers" * doctest::test_suite("concurrent")) {
@@ -178,36 +207,64 @@ TEST_CASE("1000 back-to-back rounds reuse the same buffers" * doctest::test_suit
   for (const std::string& m : mismatch) CHECK_MESSAGE(m.empty(), m);
 }
 
-TEST_CASE("dispatching the same input twice delivers the same bytes" *
+TEST_CASE("the same input delivers the same bytes, padding included, after other rounds" *
           doctest::test_suite("concurrent")) {
-  const Case c{.num_ranks = 4, .num_experts = 16, .hidden = 128, .num_topk = 6, .capacity = 16,
-               .blocks_per_rank = 3};
-  const ep::Config config = config_of(c);
-  const auto inputs = cmx::test::make_inputs(config, c.num_ranks, {16, 11, 4, 16},
-                                             Routing::uniform, 77);
-  World world({.num_ranks = c.num_ranks, .blocks_per_rank = c.blocks_per_rank});
-  std::vector<int> differing(static_cast<std::size_t>(c.num_ranks), -1);
-  world.run([&](Device device) {
-    ep::Buffer<Device> buffer(device, config);
-    const auto& input = inputs[static_cast<std::size_t>(device.rank())];
-    const ep::Layout& layout = buffer.layout();
-    std::vector<std::vector<std::byte>> snapshots;
-    for (int round = 0; round < 2; ++round) {
-      const ep::Received received = ep::dispatch(
-          device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
-      const std::byte* area = device.local(buffer.symmetric()) + layout.messages_offset;
-      snapshots.emplace_back(area, area + layout.num_messages() * layout.message_bytes);
-      std::vector<bf16> expert_out;
-      cmx::test::run_stand_in_experts(received, layout, device.rank(), expert_out);
-      std::vector<bf16> y(input.x.size());
-      ep::combine(device, buffer,
-                  {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
-    }
-    const auto mismatch = std::mismatch(snapshots[0].begin(), snapshots[0].end(), snapshots[1].begin());
-    differing[static_cast<std::size_t>(device.rank())] =
-        mismatch.first == snapshots[0].end() ? -1 : static_cast<int>(mismatch.first - snapshots[0].begin());
-  });
-  for (int r = 0; r < c.num_ranks; ++r) CHECK_MESSAGE(differing[r] == -1, "rank ", r, " byte ", differing[r]);
+  // hidden 80: int8 rows carry 16 bytes of padding, which must be defined too.
+  for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
+    const Case c{.num_ranks = 4, .num_experts = 16, .hidden = 80, .num_topk = 6, .capacity = 16,
+                 .precision = precision, .blocks_per_rank = 3};
+    const ep::Config config = config_of(c);
+    const auto first = cmx::test::make_inputs(config, c.num_ranks, {16, 11, 4, 16},
+                                              Routing::uniform, 77);
+    const auto other = cmx::test::make_inputs(config, c.num_ranks, {16, 16, 16, 16},
+                                              Routing::same_rank, 78);
+    World world({.num_ranks = c.num_ranks, .blocks_per_rank = c.blocks_per_rank});
+    std::vector<int> differing(static_cast<std::size_t>(c.num_ranks), -1);
+    std::atomic<int> nonzero_padding{0};
+    const std::size_t data_bytes =
+        80 * (precision == ep::DispatchPrecision::int8 ? 1 : sizeof(bf16));
+    world.run([&](Device device) {
+      ep::Buffer<Device> buffer(device, config);
+      const ep::Layout& layout = buffer.layout();
+      std::vector<std::vector<std::byte>> snapshots;
+      // Rounds: the input, another input, the input again; snapshot the receive area of 0 and 2.
+      for (const auto* inputs : {&first, &other, &first}) {
+        const auto& input = (*inputs)[static_cast<std::size_t>(device.rank())];
+        const ep::Received received = ep::dispatch(
+            device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+        for (int e = 0; e < layout.num_local_experts; ++e)
+          for (int src = 0; src < layout.num_ranks; ++src)
+            for (int slot = 0; slot < received.count(e, src); ++slot) {
+              const std::byte* message = received.message(e, src, slot);
+              nonzero_padding += std::any_of(message + data_bytes, message + layout.row_bytes,
+                                             [](std::byte b) { return b != std::byte{0}; });
+            }
+        if (inputs == &first) {
+          // Only the received rows: slots past a segment's count may hold older rounds' rows.
+          std::vector<std::byte> bytes;
+          for (int e = 0; e < layout.num_local_experts; ++e)
+            for (int src = 0; src < layout.num_ranks; ++src)
+              for (int slot = 0; slot < received.count(e, src); ++slot) {
+                const std::byte* message = received.message(e, src, slot);
+                bytes.insert(bytes.end(), message, message + layout.message_bytes);
+              }
+          snapshots.push_back(std::move(bytes));
+        }
+        std::vector<bf16> expert_out;
+        cmx::test::run_stand_in_experts(received, layout, device.rank(), expert_out);
+        std::vector<bf16> y(input.x.size());
+        ep::combine(device, buffer,
+                    {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+      }
+      const auto mismatch = std::mismatch(snapshots[0].begin(), snapshots[0].end(), snapshots[1].begin());
+      differing[static_cast<std::size_t>(device.rank())] =
+          snapshots[0].size() != snapshots[1].size() ? -2
+          : mismatch.first == snapshots[0].end()     ? -1
+                                                     : static_cast<int>(mismatch.first - snapshots[0].begin());
+    });
+    for (int r = 0; r < c.num_ranks; ++r) CHECK_MESSAGE(differing[r] == -1, "rank ", r, " byte ", differing[r]);
+    CHECK(nonzero_padding.load() == 0);
+  }
 }
 
 TEST_CASE("320 ranks, the CloudMatrix EP320 decode setting, with a small hidden size" *

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -107,6 +108,8 @@ TEST_CASE("a bad dispatch input fails on its rank before writing, and fast on ev
       {"more tokens than the capacity",
        [](auto& args, auto&) { args = {.x = too_many, .topk_idx = too_many_idx, .num_tokens = 9}; },
        ErrorCode::capacity, "dispatch of 9 tokens, capacity (max_tokens_per_rank) is 8"},
+      {"a negative token count", [](auto& args, auto&) { args.num_tokens = -1; },
+       ErrorCode::invalid_argument, "num_tokens is -1"},
       {"x of the wrong size", [](auto& args, auto&) { args.x = args.x.first(args.x.size() - 1); },
        ErrorCode::invalid_argument, "x has"},
       {"topk_idx of the wrong size",
@@ -253,5 +256,55 @@ TEST_CASE("a rank that never calls combine: the others time out naming it" *
   for (int rank : {1, 2, 3}) {
     CHECK(result[rank].code == ErrorCode::timeout);
     CHECK_MESSAGE(contains(result[rank].message, "combine waited for rank 0"), result[rank].message);
+  }
+}
+
+namespace {
+
+// The TBB device, except that once `*armed` is set, every put of `failing_rank` throws: a
+// failure inside a kernel after its input check (as a broken link or a full buffer would be).
+class FaultyDevice : public Device {
+ public:
+  FaultyDevice(Device device, int failing_rank, const std::atomic<bool>* armed)
+      : Device(device), failing_(device.rank() == failing_rank), armed_(armed) {}
+
+  void put(const Symmetric& sym, int rank, std::size_t offset, std::span<const std::byte> bytes) {
+    if (failing_ && armed_->load()) cmx::detail::fail(ErrorCode::capacity, "injected put failure");
+    Device::put(sym, rank, offset, bytes);
+  }
+
+ private:
+  bool failing_;
+  const std::atomic<bool>* armed_;
+};
+static_assert(cmx::Device<FaultyDevice>);
+
+}  // namespace
+
+TEST_CASE("a failure inside a kernel, after its checks, still fails every peer fast" *
+          doctest::test_suite("concurrent")) {
+  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 10);
+  const ep::Layout layout(kConfig, kRanks);
+  for (const char* phase : {"dispatch", "combine"}) {
+    INFO(phase);
+    std::atomic<bool> armed{false};
+    World world({.num_ranks = kRanks, .timeout = 20s});
+    const auto result = outcomes(world.run_collect([&](Device plain) {
+      FaultyDevice device(plain, 2, &armed);
+      ep::Buffer<FaultyDevice> buffer(device, kConfig);
+      device.barrier();  // every buffer is made before the fault is armed
+      if (device.rank() == 2 && std::string(phase) == "dispatch") armed = true;
+      const auto& input = inputs[device.rank()];
+      ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+      std::vector<bf16> expert_out(layout.num_messages() * 32), y(input.x.size());
+      if (device.rank() == 2) armed = true;
+      ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+    }));
+    CHECK_MESSAGE(contains(result[2].message, "injected put failure"), result[2].message);
+    for (int rank : {0, 1, 3}) {
+      CHECK(result[rank].code == ErrorCode::peer_failed);
+      CHECK_MESSAGE(contains(result[rank].message, std::string("rank 2 failed its ") + phase),
+                    result[rank].message);
+    }
   }
 }

@@ -47,6 +47,11 @@ class LocalArena {
     (void)take<std::byte>(count * sizeof(T));
   }
 
+  /// A point to rewind to: tiles taken after it are freed by rewind(mark), earlier ones kept.
+  std::size_t mark() const noexcept { return used_; }
+  /// Frees the tiles taken since `mark` (a value returned by mark()).
+  void rewind(std::size_t mark) noexcept { used_ = mark; }
+
   /// Frees every tile.
   void reset() noexcept { used_ = 0; }
 

@@ -24,7 +24,8 @@ inline constexpr int kInt8Max = 127;
 ///
 /// The definition, which every fast path matches bit for bit:
 ///   amax   = max_i |row[i]|                           (exact: a bf16 value)
-///   if amax is 0 or subnormal (< 2^-126):   scale = 0,   q[i] = 0      (flushed: a zero row)
+///   if amax < 2^-121 (0 and subnormals too): scale = 0,  q[i] = 0      (flushed: a zero row;
+///                                            below 2^-121, 127 / amax overflows binary32)
 ///   if any row[i] is Inf or NaN:            scale = NaN, q[i] = 0      (the row is poisoned:
 ///                                            dequantizing gives NaN, never a silent number)
 ///   otherwise: scale = amax / 127            (binary32 division, round to nearest even)
@@ -43,8 +44,8 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
     amax_bits = std::max<std::uint16_t>(amax_bits, row[i].bits & 0x7fffu);
 
   constexpr std::uint16_t kInfBits = 0x7f80u;       // exponent all ones: Inf or NaN
-  constexpr std::uint16_t kMinNormalBits = 0x0080u;  // 2^-126
-  if (amax_bits >= kInfBits || amax_bits < kMinNormalBits) {
+  constexpr std::uint16_t kSmallestScaledBits = 0x0300u;  // 2^-121: 127 / 2^-121 < FLT_MAX
+  if (amax_bits >= kInfBits || amax_bits < kSmallestScaledBits) {
     for (std::int8_t& code : out) code = 0;  // (std::fill trips a GCC 12 -Wstringop-overflow)
     return amax_bits >= kInfBits ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
   }

@@ -69,8 +69,10 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            visible. Never spins forever: past the backend's
 ///                                            timeout it throws cmx::Error(timeout) naming this
 ///                                            rank and site. Outside launches only.
-///   d.barrier()                              every rank arrives before any leaves; times out
-///                                            like wait, naming the ranks that did not arrive.
+///   d.barrier()                              every rank arrives before any leaves, and what
+///                                            any rank wrote before it (puts included) is
+///                                            visible to every rank after it. Times out like
+///                                            wait, naming the ranks that did not arrive.
 /// Launch
 ///   d.launch(num_blocks, body)               runs body(Block&) for index 0..num_blocks-1 and
 ///                                            returns when all are done (a join: their writes

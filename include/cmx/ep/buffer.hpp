@@ -43,13 +43,26 @@ class Buffer {
                                 static_cast<std::size_t>(layout_.num_ranks), 0);
   }
 
+  // One buffer per rank and call sequence: a copy would share the memory but not the sequence
+  // numbers. Moving is fine.
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  Buffer(Buffer&&) noexcept = default;
+  Buffer& operator=(Buffer&&) noexcept = default;
+
+  /// The shapes this buffer was made for.
   const Config& config() const noexcept { return config_; }
+  /// Where everything lives in the symmetric part (the same on every rank).
   const Layout& layout() const noexcept { return layout_; }
+  /// Where the buffer is in its dispatch/combine cycle.
   Phase phase() const noexcept { return phase_; }
+  /// The device (rank) the buffer was made on; kernels must be called with it.
   Dev& device() noexcept { return device_; }
+  const Dev& device() const noexcept { return device_; }
 
   // ---- call state, for the kernels (cmx::ep::dispatch and cmx::ep::combine) ----------------
 
+  /// The symmetric allocation laid out by layout().
   const typename Dev::Symmetric& symmetric() const noexcept { return symmetric_; }
   /// Sequence number of the current (or last) dispatch/combine pair; 0 before the first.
   std::uint64_t sequence() const noexcept { return sequence_; }
@@ -69,12 +82,14 @@ class Buffer {
     num_tokens_ = num_tokens;
     return ++sequence_;
   }
+  /// Ends a dispatch that succeeded: combine is next.
   void end_dispatch() noexcept { phase_ = Phase::dispatched; }
   /// Starts a combine: checks the order and returns the sequence number of its dispatch.
   std::uint64_t begin_combine() {
     require_phase(Phase::dispatched, "combine");
     return sequence_;
   }
+  /// Ends a combine that succeeded: the next dispatch may start.
   void end_combine() noexcept { phase_ = Phase::idle; }
   /// Marks the buffer unusable (an error may have left peers mid-protocol).
   void fail() noexcept { phase_ = Phase::failed; }

@@ -3,8 +3,8 @@
 // the source reduces a token's K outputs with its top-k weights.
 //
 // On every rank, for the call `seq` of the dispatch it follows:
-//   1. Check the inputs; on failure raise this rank's combine flag on every rank with the
-//      failure payload, before writing anything.
+//   1. Check the inputs, before writing anything. If this or step 2 fails, raise this rank's
+//      combine flag on every rank with the failure payload, so that peers fail at once.
 //   2. Return rows, in blocks over all received rows: read the row's MessageMeta (source token
 //      t, choice k), stage the expert output row and put it at (t, k) of the source rank's
 //      combine rows.
@@ -69,12 +69,14 @@ inline void check_combine_args(const CombineArgs& args, const Layout& layout, in
 /// FusedCombine. Collective: every rank calls it after its dispatch on the same buffer. Writes
 /// y on this rank; deterministic bit for bit.
 ///
-/// Errors (cmx::Error): invalid_argument (sizes; raised before anything is written), state (no
-/// dispatch before it), timeout (names the rank that never signalled), peer_failed. Any error
-/// leaves the buffer failed.
+/// `device` must be the device the buffer was made with (this rank).
+///
+/// Errors (cmx::Error): invalid_argument (sizes, raised before anything is written; another
+/// rank's device), state (no dispatch before it), timeout (names the rank that never
+/// signalled), peer_failed. Any error leaves the buffer failed.
 template <Device Dev>
 void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
-  detail::run_call(buffer, [&] {
+  detail::run_call(device, buffer, [&] {
     const Layout& layout = buffer.layout();
     const auto& symmetric = buffer.symmetric();
     const int rank = device.rank();
@@ -82,59 +84,63 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
     const std::uint64_t sequence = buffer.begin_combine();
     const int num_tokens = buffer.num_tokens();
     const std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
-
-    // 1. Check; on failure raise our flag on every rank with the failure payload.
-    detail::check_or_poison(
-        [&] { detail::check_combine_args(args, layout, num_tokens, rank); },
-        [&](std::int64_t payload) {
-          for (int dst = 0; dst < num_ranks; ++dst)
-            device.signal(symmetric, dst, layout.combine_flag(rank), sequence, payload);
-        });
-
-    // 2. Return rows. Received rows, flattened over segments (e, src) in order, are split
-    //    evenly among blocks; segment_end[s] = rows in segments 0..s.
-    std::vector<std::int64_t> segment_end(counts.size());
-    std::int64_t num_rows = 0;
-    for (std::size_t s = 0; s < counts.size(); ++s) segment_end[s] = num_rows += counts[s];
     const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
-    device.launch(detail::num_blocks_for(device, num_rows), [&](Block& block) {
-      const auto [begin, end] = detail::block_range(num_rows, block.index, block.count);
-      std::size_t segment = static_cast<std::size_t>(
-          std::upper_bound(segment_end.begin(), segment_end.end(), begin) - segment_end.begin());
-      for (std::int64_t row = begin; row < end; ++row) {
-        while (row >= segment_end[segment]) ++segment;
-        const int expert = static_cast<int>(segment) / num_ranks;
-        const int src = static_cast<int>(segment) % num_ranks;
-        const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
-        block.local.reset();
-        const MessageMeta meta = device.stage_in(
-            block.local,
-            reinterpret_cast<const MessageMeta*>(device.local(symmetric) +
-                                                 layout.message(expert, src, slot) +
-                                                 layout.row_bytes),
-            1)[0];
-        const std::span<const bf16> out = device.stage_in(
-            block.local, args.expert_out.data() + layout.message_index(expert, src, slot) * hidden,
-            hidden);
-        device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
-                   std::as_bytes(out));
-      }
+
+    // Raises this rank's combine flag on every rank, with payload_of(that rank).
+    const auto publish = [&](auto&& payload_of) {
+      for (int src = 0; src < num_ranks; ++src)
+        device.signal(symmetric, src, layout.combine_flag(rank), sequence, payload_of(src));
+    };
+
+    // Steps 1-2 are published by step 3; if one fails, the peers get the failure payload.
+    detail::before_publish(publish, [&] {
+      // 1. Check.
+      detail::check_combine_args(args, layout, num_tokens, rank);
+
+      // 2. Return rows. Received rows, flattened over segments (e, src) in order, are split
+      //    evenly among blocks; segment_end[s] = rows in segments 0..s.
+      std::vector<std::int64_t> segment_end(counts.size());
+      std::int64_t num_rows = 0;
+      for (std::size_t s = 0; s < counts.size(); ++s) segment_end[s] = num_rows += counts[s];
+      device.launch(detail::num_blocks_for(device, num_rows), [&](Block& block) {
+        const auto [begin, end] = detail::block_range(num_rows, block.index, block.count);
+        std::size_t segment = static_cast<std::size_t>(
+            std::upper_bound(segment_end.begin(), segment_end.end(), begin) -
+            segment_end.begin());
+        for (std::int64_t row = begin; row < end; ++row) {
+          while (row >= segment_end[segment]) ++segment;
+          const int expert = static_cast<int>(segment) / num_ranks;  // local
+          const int src = static_cast<int>(segment) % num_ranks;
+          const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
+          block.local.reset();
+          const MessageMeta meta =
+              device.stage_in(block.local,
+                              reinterpret_cast<const MessageMeta*>(
+                                  device.local(symmetric) + layout.message(expert, src, slot) +
+                                  layout.row_bytes),
+                              1)[0];
+          const std::span<const bf16> out = device.stage_in(
+              block.local,
+              args.expert_out.data() + layout.message_index(expert, src, slot) * hidden, hidden);
+          device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
+                     std::as_bytes(out));
+        }
+      });
     });
 
     // 3. Publish: each source rank learns how many rows came back from this rank.
-    for (int src = 0; src < num_ranks; ++src) {
+    publish([&](int src) {
       std::int64_t returned = 0;
-      for (int e = 0; e < layout.num_local_experts; ++e)
-        returned += counts[static_cast<std::size_t>(e * num_ranks + src)];
-      device.signal(symmetric, src, layout.combine_flag(rank), sequence, returned);
-    }
+      for (int e = 0; e < layout.num_local_experts; ++e) returned += counts[layout.segment(e, src)];
+      return returned;
+    });
 
     // 4. Wait for every rank's rows; each must return exactly what it was sent.
     const std::vector<std::int32_t>& sent = buffer.sent_per_expert();  // [num_experts]
     for (int peer = 0; peer < num_ranks; ++peer) {
       std::int64_t expected = 0;
       for (int e = 0; e < layout.num_local_experts; ++e)
-        expected += sent[static_cast<std::size_t>(peer * layout.num_local_experts + e)];
+        expected += sent[static_cast<std::size_t>(layout.global_expert(peer, e))];
       const std::int32_t returned = detail::wait_count(
           device, symmetric, layout.combine_flag(peer), sequence, WaitSite{"combine", peer, -1},
           static_cast<std::int64_t>(num_tokens) * layout.num_topk);
@@ -142,26 +148,27 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
                            peer, " returned ", returned, " rows, ", expected, " were sent to it");
     }
 
-    // 5. Reduce each token's rows in k order.
+    // 5. Reduce each token's rows in k order: the accumulator and the result stay in local
+    //    memory, one staged row at a time.
     const std::vector<std::int32_t>& slots = buffer.slots();  // [T][K], -1 = masked
-    const std::span<const float> weights = args.topk_weights;
     device.launch(detail::num_blocks_for(device, num_tokens), [&](Block& block) {
       const auto [begin, end] = detail::block_range(num_tokens, block.index, block.count);
+      const std::span<float> acc = block.local.take<float>(hidden);  // [hidden] fp32
+      const std::span<bf16> out = block.local.take<bf16>(hidden);    // [hidden] the result
+      const std::size_t row_mark = block.local.mark();
       for (std::int64_t t = begin; t < end; ++t) {
-        block.local.reset();
-        const std::span<float> acc = block.local.take<float>(hidden);
         std::fill(acc.begin(), acc.end(), 0.0f);
         for (int k = 0; k < layout.num_topk; ++k) {
           const std::size_t choice = static_cast<std::size_t>(t) * layout.num_topk + k;
           if (slots[choice] < 0) continue;
+          block.local.rewind(row_mark);
           const std::span<const bf16> row = device.stage_in(
               block.local,
               reinterpret_cast<const bf16*>(device.local(symmetric) +
                                             layout.combine_row(static_cast<int>(t), k)),
               hidden);
-          device.accumulate_weighted_row(acc, row, weights[choice]);
+          device.accumulate_weighted_row(acc, row, args.topk_weights[choice]);
         }
-        const std::span<bf16> out = block.local.take<bf16>(hidden);
         device.round_row_to_bf16(acc, out);
         device.store(args.y.data() + static_cast<std::size_t>(t) * hidden,
                      std::span<const bf16>(out));

@@ -13,8 +13,8 @@ namespace cmx::ep {
 /// rows unchanged.
 enum class DispatchPrecision : std::int32_t { int8 = 0, bf16 = 1 };
 
-/// Largest supported hidden size: a block stages a bf16 row, an fp32 accumulator and a bf16
-/// result row of this size (128 KiB) in local memory.
+/// Largest supported hidden size: combine's reduction keeps an fp32 accumulator, a bf16 result
+/// and one staged bf16 row of this size (128 KiB) in a block's local memory.
 inline constexpr int kMaxHidden = 16384;
 /// Largest supported top-k.
 inline constexpr int kMaxTopk = 16;
@@ -31,6 +31,7 @@ struct Config {
   friend bool operator==(const Config&, const Config&) = default;
 };
 
+/// Prints a config as "{num_experts 256, max_tokens_per_rank 128, ...}", as error messages do.
 inline std::ostream& operator<<(std::ostream& out, const Config& config) {
   return out << "{num_experts " << config.num_experts << ", max_tokens_per_rank "
              << config.max_tokens_per_rank << ", hidden " << config.hidden << ", num_topk "

@@ -3,8 +3,9 @@
 // every rank that hosts one of its top-k experts (a peer write), then counts are signalled.
 //
 // On every rank, for call number `seq` of a buffer:
-//   1. Check the inputs. A bad one is reported before anything is written; the rank first
-//      raises every flag it owes its peers with a failure payload, so they fail at once.
+//   1. Check the inputs. A bad one is reported before anything is written. If this or any
+//      later step before 4 fails, the rank raises every flag it owes its peers with a failure
+//      payload, so they fail at once instead of timing out.
 //   2. Plan: walk the tokens in order and give choice (t, k) the next slot of segment
 //      (expert, this rank). A slot depends on this rank's routing only: no rank waits to plan,
 //      and rows arrive ordered by (source rank, source token) by construction.
@@ -53,9 +54,11 @@ namespace detail {
 /// Throws cmx::Error(invalid_argument or capacity) unless `args` fits `config`.
 inline void check_dispatch_args(const DispatchArgs& args, const Config& config, int rank) {
   using cmx::detail::require;
-  require(args.num_tokens >= 0 && args.num_tokens <= config.max_tokens_per_rank,
-          ErrorCode::capacity, "rank ", rank, ": dispatch of ", args.num_tokens,
-          " tokens, capacity (max_tokens_per_rank) is ", config.max_tokens_per_rank);
+  require(args.num_tokens >= 0, ErrorCode::invalid_argument, "rank ", rank,
+          ": num_tokens is ", args.num_tokens);
+  require(args.num_tokens <= config.max_tokens_per_rank, ErrorCode::capacity, "rank ", rank,
+          ": dispatch of ", args.num_tokens, " tokens, capacity (max_tokens_per_rank) is ",
+          config.max_tokens_per_rank);
   const std::size_t num_tokens = static_cast<std::size_t>(args.num_tokens);
   const std::size_t num_topk = static_cast<std::size_t>(config.num_topk);
   require(args.x.size() == num_tokens * static_cast<std::size_t>(config.hidden),
@@ -84,85 +87,95 @@ inline void check_dispatch_args(const DispatchArgs& args, const Config& config, 
 /// a view of what this rank received (valid until its combine). Deterministic: the received
 /// bytes do not depend on thread counts, rank speeds or arrival order.
 ///
+/// `device` must be the device the buffer was made with (this rank).
+///
 /// Errors (cmx::Error), all raised before this rank writes anything: capacity (num_tokens >
-/// max_tokens_per_rank), invalid_argument (sizes, expert id outside [-1, num_experts), an expert
-/// named twice by one token), state (out of order). Afterwards: timeout (a peer never
+/// max_tokens_per_rank), invalid_argument (sizes, negative num_tokens, expert id outside
+/// [-1, num_experts), an expert named twice by one token, another rank's device), state (out
+/// of order, or a buffer an earlier error left failed). Afterwards: timeout (a peer never
 /// signalled; names it), peer_failed (a peer reported its own error). Any error leaves the
 /// buffer failed.
 template <Device Dev>
 Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
-  return detail::run_call(buffer, [&] {
+  return detail::run_call(device, buffer, [&] {
     const Config& config = buffer.config();
     const Layout& layout = buffer.layout();
     const auto& symmetric = buffer.symmetric();
     const int rank = device.rank();
     const int num_topk = config.num_topk;
     const std::uint64_t sequence = buffer.begin_dispatch(args.num_tokens);
+    std::vector<std::int32_t>& slots = buffer.slots();           // [T][K]
+    std::vector<std::int32_t>& sent = buffer.sent_per_expert();  // [num_experts]
 
-    // 1. Check; on failure raise our flags on every rank with the failure payload.
-    detail::check_or_poison([&] { detail::check_dispatch_args(args, config, rank); },
-                            [&](std::int64_t payload) {
-                              for (int dst = 0; dst < layout.num_ranks; ++dst)
-                                for (int e = 0; e < layout.num_local_experts; ++e)
-                                  device.signal(symmetric, dst, layout.dispatch_flag(e, rank),
-                                                sequence, payload);
-                            });
+    // Raises flag (e, this rank) on every rank for every expert e, with payload_of(e).
+    const auto publish = [&](auto&& payload_of) {
+      for (int expert = 0; expert < config.num_experts; ++expert)
+        device.signal(symmetric, layout.home_rank(expert),
+                      layout.dispatch_flag(layout.local_expert(expert), rank), sequence,
+                      payload_of(expert));
+    };
 
-    // 2. Plan: slot of each choice within its (expert, this rank) segment.
-    std::vector<std::int32_t>& slots = buffer.slots();              // [T][K]
-    std::vector<std::int32_t>& sent = buffer.sent_per_expert();     // [num_experts]
-    std::fill(sent.begin(), sent.end(), 0);
-    for (int t = 0; t < args.num_tokens; ++t)
-      for (int k = 0; k < num_topk; ++k) {
-        const std::size_t choice = static_cast<std::size_t>(t * num_topk + k);
-        const std::int32_t expert = args.topk_idx[choice];
-        slots[choice] = expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++;
-      }
+    // Steps 1-3 write nothing a peer reads until step 4 publishes; if any of them fails, the
+    // peers get the failure payload instead of a count.
+    detail::before_publish(publish, [&] {
+      // 1. Check.
+      detail::check_dispatch_args(args, config, rank);
 
-    // 3. Send: one quantization per token, one put per chosen expert.
-    const std::size_t hidden = static_cast<std::size_t>(config.hidden);
-    const int num_blocks = detail::num_blocks_for(device, args.num_tokens);
-    device.launch(num_blocks, [&](Block& block) {
-      const auto [begin, end] = detail::block_range(args.num_tokens, block.index, block.count);
-      for (std::int64_t t = begin; t < end; ++t) {
-        block.local.reset();
-        std::span<std::byte> message = block.local.take<std::byte>(layout.message_bytes);
-        const bf16* row = args.x.data() + static_cast<std::size_t>(t) * hidden;
-        MessageMeta meta{};
-        meta.src_token = static_cast<std::int32_t>(t);
-        if (config.precision == DispatchPrecision::int8) {
-          const std::span<const bf16> staged = device.stage_in(block.local, row, hidden);
-          meta.scale = device.quantize_row_int8(
-              staged, std::span<std::int8_t>(reinterpret_cast<std::int8_t*>(message.data()),
-                                             hidden));
-        } else {
-          device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
-          meta.scale = 1.0f;
-        }
+      // 2. Plan: slot of each choice within its (expert, this rank) segment.
+      std::fill(sent.begin(), sent.end(), 0);
+      for (int t = 0; t < args.num_tokens; ++t)
         for (int k = 0; k < num_topk; ++k) {
-          const std::size_t choice = static_cast<std::size_t>(t) * num_topk + k;
+          const std::size_t choice = static_cast<std::size_t>(t * num_topk + k);
           const std::int32_t expert = args.topk_idx[choice];
-          if (expert < 0) continue;
-          meta.topk_slot = k;
-          std::memcpy(message.data() + layout.row_bytes, &meta, sizeof(meta));
-          device.put(symmetric, expert / layout.num_local_experts,
-                     layout.message(expert % layout.num_local_experts, rank, slots[choice]),
-                     message);
+          slots[choice] = expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++;
         }
-      }
+
+      // 3. Send: one quantization per token, one put per chosen expert.
+      const std::size_t hidden = static_cast<std::size_t>(config.hidden);
+      const std::size_t data_bytes =
+          hidden * (config.precision == DispatchPrecision::int8 ? 1 : sizeof(bf16));
+      device.launch(detail::num_blocks_for(device, args.num_tokens), [&](Block& block) {
+        const auto [begin, end] = detail::block_range(args.num_tokens, block.index, block.count);
+        // [row_bytes | MessageMeta]; the row's padding is zeroed once, so every byte sent is
+        // defined and the receive area is the same whatever ran on this thread before.
+        const std::span<std::byte> message = block.local.take<std::byte>(layout.message_bytes);
+        std::fill(message.begin() + static_cast<std::ptrdiff_t>(data_bytes),
+                  message.begin() + static_cast<std::ptrdiff_t>(layout.row_bytes), std::byte{0});
+        const std::size_t tile_mark = block.local.mark();
+        for (std::int64_t t = begin; t < end; ++t) {
+          block.local.rewind(tile_mark);
+          const bf16* row = args.x.data() + static_cast<std::size_t>(t) * hidden;
+          MessageMeta meta{};
+          meta.src_token = static_cast<std::int32_t>(t);
+          if (config.precision == DispatchPrecision::int8) {
+            meta.scale = device.quantize_row_int8(
+                device.stage_in(block.local, row, hidden),
+                std::span<std::int8_t>(reinterpret_cast<std::int8_t*>(message.data()), hidden));
+          } else {
+            device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
+            meta.scale = 1.0f;
+          }
+          for (int k = 0; k < num_topk; ++k) {
+            const std::size_t choice = static_cast<std::size_t>(t) * num_topk + k;
+            const std::int32_t expert = args.topk_idx[choice];
+            if (expert < 0) continue;
+            meta.topk_slot = k;
+            std::memcpy(message.data() + layout.row_bytes, &meta, sizeof(meta));
+            device.put(symmetric, layout.home_rank(expert),
+                       layout.message(layout.local_expert(expert), rank, slots[choice]), message);
+          }
+        }
+      });
     });
 
     // 4. Publish every count, zeros included, now that all rows are written.
-    for (int dst = 0; dst < layout.num_ranks; ++dst)
-      for (int e = 0; e < layout.num_local_experts; ++e)
-        device.signal(symmetric, dst, layout.dispatch_flag(e, rank), sequence,
-                      sent[static_cast<std::size_t>(dst * layout.num_local_experts + e)]);
+    publish([&](int expert) { return sent[static_cast<std::size_t>(expert)]; });
 
     // 5. Receive every segment's count.
     std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
     for (int e = 0; e < layout.num_local_experts; ++e)
       for (int src = 0; src < layout.num_ranks; ++src)
-        counts[static_cast<std::size_t>(e * layout.num_ranks + src)] = detail::wait_count(
+        counts[layout.segment(e, src)] = detail::wait_count(
             device, symmetric, layout.dispatch_flag(e, src), sequence,
             WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
 

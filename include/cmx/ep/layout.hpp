@@ -42,6 +42,7 @@ static_assert(sizeof(MessageMeta) == kTileAlignment, "the metadata is one 32-byt
 /// (source rank, source token) by construction. Row (t, k) of `combine_rows` is written only
 /// by the rank hosting expert topk_idx[t, k].
 struct Layout {
+  /// The layout of a valid `config` (see validate()) on `num_ranks` ranks.
   Layout(const Config& config, int num_ranks) noexcept
       : num_ranks(num_ranks),
         num_local_experts(config.num_experts / num_ranks),
@@ -100,6 +101,21 @@ struct Layout {
            static_cast<std::size_t>(max_tokens_per_rank);
   }
 
+  /// Index of segment (local_expert, src_rank) in [num_local_experts][num_ranks] arrays (the
+  /// dispatch flags, the received counts).
+  std::size_t segment(int local_expert, int src_rank) const noexcept {
+    return static_cast<std::size_t>(local_expert) * static_cast<std::size_t>(num_ranks) +
+           static_cast<std::size_t>(src_rank);
+  }
+  /// The rank that hosts global expert `expert`.
+  int home_rank(int expert) const noexcept { return expert / num_local_experts; }
+  /// The index of global expert `expert` among its home rank's experts.
+  int local_expert(int expert) const noexcept { return expert % num_local_experts; }
+  /// The global id of `local_expert` of `rank`.
+  int global_expert(int rank, int local_expert) const noexcept {
+    return rank * num_local_experts + local_expert;
+  }
+
   int num_ranks;
   int num_local_experts;
   int max_tokens_per_rank;
@@ -114,11 +130,6 @@ struct Layout {
   std::size_t combine_rows_offset = 0;
   std::size_t total_bytes = 0;  // per rank
 
- private:
-  std::size_t segment(int local_expert, int src_rank) const noexcept {
-    return static_cast<std::size_t>(local_expert) * static_cast<std::size_t>(num_ranks) +
-           static_cast<std::size_t>(src_rank);
-  }
 };
 
 }  // namespace cmx::ep

@@ -13,14 +13,18 @@
 
 namespace cmx::ep::detail {
 
-/// The payload a rank signals instead of a count when its call failed before it could send:
+/// The payload a rank signals instead of a count when its call failed before it published:
 /// its peers fail at once (cmx::Error(peer_failed)) instead of waiting for the timeout.
 inline constexpr std::int64_t kFailedPayload = -1;
 
-/// Runs one call's body; any exception leaves the buffer failed (peers may be mid-protocol) and
-/// is rethrown.
+/// Runs one call's body on `device`, which must be the buffer's own (the same rank); any
+/// exception leaves the buffer failed (peers may be mid-protocol) and is rethrown.
 template <Device Dev, class Body>
-auto run_call(Buffer<Dev>& buffer, Body&& body) {
+auto run_call(Dev& device, Buffer<Dev>& buffer, Body&& body) {
+  cmx::detail::require(device.rank() == buffer.device().rank() &&
+                           device.world_size() == buffer.device().world_size(),
+                       ErrorCode::invalid_argument, "a kernel called with rank ", device.rank(),
+                       "'s device on rank ", buffer.device().rank(), "'s buffer");
   try {
     return body();
   } catch (...) {
@@ -29,15 +33,16 @@ auto run_call(Buffer<Dev>& buffer, Body&& body) {
   }
 }
 
-/// Runs `check`; if it throws, first raises every flag this rank owes its peers (via
-/// `poison(kFailedPayload)`), so that they fail fast too, then rethrows.
-template <class Check, class Poison>
-void check_or_poison(Check&& check, Poison&& poison) {
+/// Runs the steps of a call that precede its publication. If one throws, first raises every
+/// flag this rank owes its peers with the failure payload (`publish(payload_of)`), so that they
+/// fail at once (cmx::Error(peer_failed)) instead of timing out, then rethrows.
+template <class Publish, class Steps>
+void before_publish(Publish&& publish, Steps&& steps) {
   try {
-    check();
+    steps();
   } catch (...) {
     try {
-      poison(kFailedPayload);
+      publish([](auto&&...) { return kFailedPayload; });
     } catch (...) {
       // The original error is the one to report; a failed poison leaves peers to time out.
     }

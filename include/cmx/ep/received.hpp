@@ -21,6 +21,8 @@ namespace cmx::ep {
 /// Valid until this rank calls combine on the same buffer (peers may overwrite it after that).
 class Received {
  public:
+  /// Made by dispatch: `part` is this rank's symmetric part, `counts` its received counts
+  /// [num_local_experts][num_ranks], both owned by the buffer.
   Received(const Layout& layout, DispatchPrecision precision, const std::byte* part,
            const std::int32_t* counts, std::uint64_t sequence) noexcept
       : layout_(layout), precision_(precision), part_(part), counts_(counts),
@@ -36,8 +38,7 @@ class Received {
   /// Rows that `src_rank` sent to `local_expert` (0 ... max_tokens_per_rank).
   int count(int local_expert, int src_rank) const {
     check_segment(local_expert, src_rank);
-    return counts_[static_cast<std::size_t>(local_expert) * static_cast<std::size_t>(num_ranks()) +
-                   static_cast<std::size_t>(src_rank)];
+    return counts_[layout_.segment(local_expert, src_rank)];
   }
 
   /// Rows received by `local_expert` from all ranks.

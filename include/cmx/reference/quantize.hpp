@@ -45,7 +45,7 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
     finite = finite && std::isfinite(v);
     amax = std::max(amax, std::fabs(v));
   }
-  if (!finite || amax < std::numeric_limits<float>::min()) {
+  if (!finite || amax < std::ldexp(1.0f, -121)) {
     std::fill(out.begin(), out.end(), std::int8_t{0});
     return finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
   }

@@ -26,7 +26,8 @@
 
 namespace cmx::tbb_backend {
 
-/// One rank of a World, as the kernels see it. Cheap to copy; valid while its World lives.
+/// One rank of a World, as the kernels see it. Cheap to copy; valid while its World lives. Its
+/// members implement cmx::Device: their contracts are documented in cmx/device/device.hpp.
 class Device {
  public:
   /// Local memory per block: an Ascend 910 AIV core's Unified Buffer, so a kernel that fits
@@ -165,14 +166,19 @@ class Device {
                          ") is outside the symmetric part of ", sym.bytes, " B");
   }
 
-  template <class Body>
-  static void run_block(int index, int count, Body& body) {
-    // Each thread owns one block-sized local memory; a block has it to itself while it runs.
+  // Each thread owns one block-sized local memory, whatever kernel it runs (so it lives in a
+  // function that is not a template); a block has it to itself while it runs.
+  static std::span<std::byte> thread_local_memory() {
     struct alignas(kTileAlignment) LocalMemory {
       std::byte bytes[kLocalMemoryBytes];
     };
-    thread_local std::unique_ptr<LocalMemory> memory = std::make_unique<LocalMemory>();
-    LocalArena local(std::span<std::byte>(memory->bytes, kLocalMemoryBytes));
+    thread_local const std::unique_ptr<LocalMemory> memory = std::make_unique<LocalMemory>();
+    return {memory->bytes, kLocalMemoryBytes};
+  }
+
+  template <class Body>
+  static void run_block(int index, int count, Body& body) {
+    LocalArena local(thread_local_memory());
     Block block{index, count, local};
     body(block);
   }

@@ -22,8 +22,10 @@ namespace cmx::tbb_backend {
 ///   world.run([&](Device dev) { /* dev.rank() in [0, 8) */ });
 class World {
  public:
+  /// Makes a world of config.num_ranks ranks; no thread runs until run().
   explicit World(const WorldConfig& config) : state_(std::make_unique<detail::WorldState>(config)) {}
 
+  /// Ranks in this world.
   int num_ranks() const noexcept { return state_->num_ranks(); }
 
   /// Runs body(Device) on every rank, each on a thread of its own, and returns when all have
