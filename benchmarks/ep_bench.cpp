@@ -3,6 +3,8 @@
 // a memcpy of the same bytes; rank 0 drives Google Benchmark and reports the medians.
 #include "ep_bench.hpp"
 
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -12,8 +14,6 @@
 #include <stdexcept>
 #include <utility>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "cmx/cmx.hpp"
 #include "lazy_array.hpp"

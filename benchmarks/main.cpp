@@ -10,6 +10,8 @@
 // --benchmark_filter='ranks:(2|8)/'. The published figures are read from PATH, else
 // $CMX_PUBLISHED_NUMBERS, else the published_numbers.csv of the source tree. With a JSON or CSV
 // --benchmark_format the summary goes to stderr, so stdout stays machine-readable.
+#include <benchmark/benchmark.h>
+
 #include <array>
 #include <cstdlib>
 #include <exception>
@@ -17,8 +19,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "ep_bench.hpp"
 #include "ep_workload.hpp"

@@ -3,14 +3,14 @@
 // follow in lockstep; a section's time runs from the earliest rank's start to the latest's end.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 namespace cmx::bench {
 

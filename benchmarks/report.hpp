@@ -3,14 +3,14 @@
 // benchmark's medians, and the summary printed after Google Benchmark's table.
 #pragma once
 
+#include <benchmark/benchmark.h>
+
 #include <map>
 #include <ostream>
 #include <span>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "ep_workload.hpp"
 #include "published.hpp"

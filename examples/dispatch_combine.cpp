@@ -4,7 +4,6 @@
 // result against cmx's scalar reference. The first thing to copy into an engine.
 #include <cmx/cmx.hpp>
 #include <cmx/reference/ep.hpp>
-
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -51,9 +50,9 @@ int main() {
     for (int e = 0; e < received.num_local_experts(); ++e)
       for (int src = 0; src < received.num_ranks(); ++src)
         for (int slot = 0; slot < received.count(e, src); ++slot) {
-          const auto codes = received.row_int8(e, src, slot);            // [hidden] int8
-          const float scale = received.meta(e, src, slot).scale;        // per-token scale
-          const int expert = rank * received.num_local_experts() + e;   // global id
+          const auto codes = received.row_int8(e, src, slot);          // [hidden] int8
+          const float scale = received.meta(e, src, slot).scale;       // per-token scale
+          const int expert = rank * received.num_local_experts() + e;  // global id
           bf16* out = &expert_out[layout.message_index(e, src, slot) * config.hidden];
           for (int h = 0; h < config.hidden; ++h) out[h] = expert_output(codes[h], scale, expert);
         }
@@ -73,8 +72,7 @@ int main() {
 
     // Per layer: dispatch -> experts -> combine, every rank, in that order.
     const cmx::ep::Received received = cmx::ep::dispatch(
-        device, buffer,
-        {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+        device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
     run_experts(received, rank, expert_out);
     cmx::ep::combine(device, buffer,
                      {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y[rank]});

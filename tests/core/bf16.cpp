@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // cmx::bf16 conversions against the independent reference rounding.
+#include "cmx/core/bf16.hpp"
+
 #include <doctest/doctest.h>
 
 #include <bit>
@@ -8,7 +10,6 @@
 #include <limits>
 #include <random>
 
-#include "cmx/core/bf16.hpp"
 #include "cmx/reference/quantize.hpp"
 
 using cmx::bf16;
@@ -31,8 +32,8 @@ TEST_CASE("float to bf16 rounds to nearest, ties to even, as the reference does"
     const float value = std::bit_cast<float>(float_bits);
     const bf16 fast = bf16::from_float(value);
     const bf16 slow = cmx::reference::round_to_bf16(value);
-    REQUIRE_MESSAGE(fast.bits == slow.bits, "float bits ", float_bits, " fast ",
-                    fast.bits, " reference ", slow.bits);
+    REQUIRE_MESSAGE(fast.bits == slow.bits, "float bits ", float_bits, " fast ", fast.bits,
+                    " reference ", slow.bits);
   };
   for (int i = 0; i < 2'000'000; ++i) check(static_cast<std::uint32_t>(random()));
   // Exact ties (low half 0x8000) on both parities, the largest finite values and overflow.

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The INT8 quantization and the row operations against their scalar references.
+#include "cmx/core/quantize.hpp"
+
 #include <doctest/doctest.h>
 
 #include <bit>
@@ -9,7 +11,6 @@
 #include <random>
 #include <vector>
 
-#include "cmx/core/quantize.hpp"
 #include "cmx/reference/quantize.hpp"
 
 using cmx::bf16;

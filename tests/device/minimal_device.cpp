@@ -38,11 +38,13 @@ class MinimalDevice {
     REQUIRE(offset + bytes.size() <= sym.bytes);
     std::memcpy(sym.base + offset, bytes.data(), bytes.size());
   }
-  void signal(const Symmetric& sym, int, std::size_t offset, std::uint64_t seq, std::int64_t payload) {
+  void signal(const Symmetric& sym, int, std::size_t offset, std::uint64_t seq,
+              std::int64_t payload) {
     std::memcpy(sym.base + offset + 8, &payload, 8);
     std::memcpy(sym.base + offset, &seq, 8);
   }
-  std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t seq, const cmx::WaitSite&) {
+  std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t seq,
+                    const cmx::WaitSite&) {
     std::uint64_t seen;
     std::memcpy(&seen, sym.base + offset, 8);
     if (seen < seq) cmx::detail::fail(cmx::ErrorCode::timeout, "single rank: flag never raised");
@@ -66,9 +68,13 @@ class MinimalDevice {
     return tile;
   }
   template <class T>
-  void load(std::span<T> tile, const T* global) { std::memcpy(tile.data(), global, tile.size_bytes()); }
+  void load(std::span<T> tile, const T* global) {
+    std::memcpy(tile.data(), global, tile.size_bytes());
+  }
   template <class T>
-  void store(T* global, std::span<const T> tile) { std::memcpy(global, tile.data(), tile.size_bytes()); }
+  void store(T* global, std::span<const T> tile) {
+    std::memcpy(global, tile.data(), tile.size_bytes());
+  }
   float quantize_row_int8(std::span<const cmx::bf16> row, std::span<std::int8_t> out) {
     return cmx::quantize_row_int8(row, out);
   }
@@ -101,8 +107,11 @@ static_assert(!cmx::Device<NotADevice>);
 TEST_CASE("dispatch and combine run on a device with only the required members") {
   namespace ep = cmx::ep;
   for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
-    const ep::Config config{.num_experts = 8, .max_tokens_per_rank = 12, .hidden = 2048,
-                            .num_topk = 4, .precision = precision};
+    const ep::Config config{.num_experts = 8,
+                            .max_tokens_per_rank = 12,
+                            .hidden = 2048,
+                            .num_topk = 4,
+                            .precision = precision};
     const auto inputs = cmx::test::make_inputs(config, 1, {11}, cmx::test::Routing::uniform, 4);
     const auto expected = cmx::reference::dispatch(config, 1, inputs);
     MinimalDevice device;

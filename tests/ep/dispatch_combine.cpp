@@ -39,14 +39,18 @@ std::string describe(const Case& c) {
 }
 
 ep::Config config_of(const Case& c) {
-  return {.num_experts = c.num_experts, .max_tokens_per_rank = c.capacity, .hidden = c.hidden,
-          .num_topk = c.num_topk, .precision = c.precision};
+  return {.num_experts = c.num_experts,
+          .max_tokens_per_rank = c.capacity,
+          .hidden = c.hidden,
+          .num_topk = c.num_topk,
+          .precision = c.precision};
 }
 
 std::vector<int> random_token_counts(int num_ranks, int capacity, std::uint64_t seed) {
   std::mt19937_64 random(seed);
   std::vector<int> counts(static_cast<std::size_t>(num_ranks));
-  for (int& count : counts) count = static_cast<int>(random() % static_cast<std::uint64_t>(capacity + 1));
+  for (int& count : counts)
+    count = static_cast<int>(random() % static_cast<std::uint64_t>(capacity + 1));
   return counts;
 }
 
@@ -54,7 +58,8 @@ std::vector<int> random_token_counts(int num_ranks, int capacity, std::uint64_t 
 void check_one_round(const Case& c, const std::vector<int>& tokens, std::uint64_t seed) {
   INFO(describe(c));
   // Hundreds of threads on 2 cores under a sanitizer take a while to start: be patient.
-  World world({.num_ranks = c.num_ranks, .timeout = std::chrono::seconds(c.num_ranks >= 64 ? 120 : 10),
+  World world({.num_ranks = c.num_ranks,
+               .timeout = std::chrono::seconds(c.num_ranks >= 64 ? 120 : 10),
                .blocks_per_rank = c.blocks_per_rank});
   const ep::Config config = config_of(c);
   const auto inputs = cmx::test::make_inputs(config, c.num_ranks, tokens, c.routing, seed);
@@ -79,8 +84,11 @@ TEST_CASE("dispatch and combine match the reference for every rank count and top
       const int experts_per_rank = std::max(1, (16 + num_ranks - 1) / num_ranks);
       int hidden = hidden_sizes[index++ % 5];
       if (num_ranks >= 16) hidden = std::min(hidden, 256);  // keeps 64 ranks' buffers small
-      const Case c{.num_ranks = num_ranks, .num_experts = num_ranks * experts_per_rank,
-                   .hidden = hidden, .num_topk = num_topk, .capacity = num_ranks >= 16 ? 8 : 24};
+      const Case c{.num_ranks = num_ranks,
+                   .num_experts = num_ranks * experts_per_rank,
+                   .hidden = hidden,
+                   .num_topk = num_topk,
+                   .capacity = num_ranks >= 16 ? 8 : 24};
       check_one_round(c, random_token_counts(num_ranks, c.capacity, 17u * index), 1234u + index);
     }
   }
@@ -93,9 +101,13 @@ TEST_CASE("every routing pattern, in int8 and bf16, on 1, 4 and 64 ranks" *
       for (const Routing routing :
            {Routing::uniform, Routing::one_expert, Routing::all_masked, Routing::same_rank}) {
         const int experts_per_rank = num_ranks == 64 ? 2 : 32 / num_ranks;
-        const Case c{.num_ranks = num_ranks, .num_experts = num_ranks * experts_per_rank,
-                     .hidden = num_ranks == 64 ? 48 : 128, .num_topk = 8,
-                     .capacity = 16, .precision = precision, .routing = routing};
+        const Case c{.num_ranks = num_ranks,
+                     .num_experts = num_ranks * experts_per_rank,
+                     .hidden = num_ranks == 64 ? 48 : 128,
+                     .num_topk = 8,
+                     .capacity = 16,
+                     .precision = precision,
+                     .routing = routing};
         check_one_round(c, random_token_counts(num_ranks, c.capacity, 31u + num_ranks), 99);
       }
     }
@@ -105,7 +117,10 @@ TEST_CASE("every routing pattern, in int8 and bf16, on 1, 4 and 64 ranks" *
 TEST_CASE("the size limits: top-16 with every choice taken, at hidden 7168 and 16384" *
           doctest::test_suite("concurrent")) {
   for (const int hidden : {7168, ep::kMaxHidden}) {
-    const Case c{.num_ranks = 2, .num_experts = 32, .hidden = hidden, .num_topk = ep::kMaxTopk,
+    const Case c{.num_ranks = 2,
+                 .num_experts = 32,
+                 .hidden = hidden,
+                 .num_topk = ep::kMaxTopk,
                  .capacity = 3};
     // same_rank with 16 experts per rank fills all 16 choices of every token.
     Case full = c;
@@ -127,8 +142,12 @@ TEST_CASE("a rank with no tokens, and every rank at full capacity" *
 
 TEST_CASE("block counts do not change a bit" * doctest::test_suite("concurrent")) {
   for (const int blocks : {1, 2, 3, 7}) {
-    const Case c{.num_ranks = 3, .num_experts = 12, .hidden = 96, .num_topk = 6,
-                 .capacity = 20, .blocks_per_rank = blocks};
+    const Case c{.num_ranks = 3,
+                 .num_experts = 12,
+                 .hidden = 96,
+                 .num_topk = 6,
+                 .capacity = 20,
+                 .blocks_per_rank = blocks};
     check_one_round(c, {20, 13, 1}, 21);
   }
 }
@@ -148,7 +167,8 @@ void check_skewed_rounds(const Case& c, int num_rounds) {
         Routing::uniform, 600u + round));
     expected.push_back(cmx::reference::dispatch(config, c.num_ranks, inputs.back()));
   }
-  World world({.num_ranks = c.num_ranks, .timeout = std::chrono::seconds(60),
+  World world({.num_ranks = c.num_ranks,
+               .timeout = std::chrono::seconds(60),
                .blocks_per_rank = c.blocks_per_rank});
   std::vector<std::string> mismatch(static_cast<std::size_t>(c.num_ranks));
   world.run([&](Device device) {
@@ -159,9 +179,11 @@ void check_skewed_rounds(const Case& c, int num_rounds) {
         std::this_thread::sleep_for(std::chrono::microseconds(random() % 2000));
     };
     for (int round = 0; round < num_rounds; ++round) {
-      std::string m = cmx::test::checked_round(device, buffer, inputs[round], expected[round], pause);
+      std::string m =
+          cmx::test::checked_round(device, buffer, inputs[round], expected[round], pause);
       if (!m.empty() && mismatch[static_cast<std::size_t>(device.rank())].empty())
-        mismatch[static_cast<std::size_t>(device.rank())] = "round " + std::to_string(round) + ": " + m;
+        mismatch[static_cast<std::size_t>(device.rank())] =
+            "round " + std::to_string(round) + ": " + m;
     }
   });
   for (const std::string& m : mismatch) CHECK_MESSAGE(m.empty(), m);
@@ -170,10 +192,15 @@ void check_skewed_rounds(const Case& c, int num_rounds) {
 }  // namespace
 
 TEST_CASE("skewed rank speeds over many rounds" * doctest::test_suite("concurrent")) {
-  check_skewed_rounds({.num_ranks = 8, .num_experts = 32, .hidden = 64, .num_topk = 8,
-                       .capacity = 16, .blocks_per_rank = 2}, 12);
-  check_skewed_rounds({.num_ranks = 24, .num_experts = 48, .hidden = 32, .num_topk = 6,
-                       .capacity = 8}, 4);
+  check_skewed_rounds({.num_ranks = 8,
+                       .num_experts = 32,
+                       .hidden = 64,
+                       .num_topk = 8,
+                       .capacity = 16,
+                       .blocks_per_rank = 2},
+                      12);
+  check_skewed_rounds(
+      {.num_ranks = 24, .num_experts = 48, .hidden = 32, .num_topk = 6, .capacity = 8}, 4);
 }
 
 TEST_CASE("1000 back-to-back rounds reuse the same buffers" * doctest::test_suite("concurrent")) {
@@ -195,10 +222,11 @@ TEST_CASE("1000 back-to-back rounds reuse the same buffers" * doctest::test_suit
     ep::Buffer<Device> buffer(device, config);
     for (int round = 0; round < kRounds; ++round) {
       const int i = round % kDistinctInputs;
-      std::string m = cmx::test::checked_round(device, buffer, inputs[i], expected[i],
-                                               cmx::test::no_pause);
+      std::string m =
+          cmx::test::checked_round(device, buffer, inputs[i], expected[i], cmx::test::no_pause);
       if (!m.empty()) {
-        mismatch[static_cast<std::size_t>(device.rank())] = "round " + std::to_string(round) + ": " + m;
+        mismatch[static_cast<std::size_t>(device.rank())] =
+            "round " + std::to_string(round) + ": " + m;
         // keep going: the other ranks need this one's flags to finish their rounds
       }
     }
@@ -211,13 +239,18 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
           doctest::test_suite("concurrent")) {
   // hidden 80: int8 rows carry 16 bytes of padding, which must be defined too.
   for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
-    const Case c{.num_ranks = 4, .num_experts = 16, .hidden = 80, .num_topk = 6, .capacity = 16,
-                 .precision = precision, .blocks_per_rank = 3};
+    const Case c{.num_ranks = 4,
+                 .num_experts = 16,
+                 .hidden = 80,
+                 .num_topk = 6,
+                 .capacity = 16,
+                 .precision = precision,
+                 .blocks_per_rank = 3};
     const ep::Config config = config_of(c);
-    const auto first = cmx::test::make_inputs(config, c.num_ranks, {16, 11, 4, 16},
-                                              Routing::uniform, 77);
-    const auto other = cmx::test::make_inputs(config, c.num_ranks, {16, 16, 16, 16},
-                                              Routing::same_rank, 78);
+    const auto first =
+        cmx::test::make_inputs(config, c.num_ranks, {16, 11, 4, 16}, Routing::uniform, 77);
+    const auto other =
+        cmx::test::make_inputs(config, c.num_ranks, {16, 16, 16, 16}, Routing::same_rank, 78);
     World world({.num_ranks = c.num_ranks, .blocks_per_rank = c.blocks_per_rank});
     std::vector<int> differing(static_cast<std::size_t>(c.num_ranks), -1);
     std::atomic<int> nonzero_padding{0};
@@ -231,7 +264,8 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
       for (const auto* inputs : {&first, &other, &first}) {
         const auto& input = (*inputs)[static_cast<std::size_t>(device.rank())];
         const ep::Received received = ep::dispatch(
-            device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+            device, buffer,
+            {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
         for (int e = 0; e < layout.num_local_experts; ++e)
           for (int src = 0; src < layout.num_ranks; ++src)
             for (int slot = 0; slot < received.count(e, src); ++slot) {
@@ -256,13 +290,16 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
         ep::combine(device, buffer,
                     {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
       }
-      const auto mismatch = std::mismatch(snapshots[0].begin(), snapshots[0].end(), snapshots[1].begin());
+      const auto mismatch =
+          std::mismatch(snapshots[0].begin(), snapshots[0].end(), snapshots[1].begin());
       differing[static_cast<std::size_t>(device.rank())] =
           snapshots[0].size() != snapshots[1].size() ? -2
-          : mismatch.first == snapshots[0].end()     ? -1
-                                                     : static_cast<int>(mismatch.first - snapshots[0].begin());
+          : mismatch.first == snapshots[0].end()
+              ? -1
+              : static_cast<int>(mismatch.first - snapshots[0].begin());
     });
-    for (int r = 0; r < c.num_ranks; ++r) CHECK_MESSAGE(differing[r] == -1, "rank ", r, " byte ", differing[r]);
+    for (int r = 0; r < c.num_ranks; ++r)
+      CHECK_MESSAGE(differing[r] == -1, "rank ", r, " byte ", differing[r]);
     CHECK(nonzero_padding.load() == 0);
   }
 }

@@ -21,18 +21,22 @@ using reference::EpRankInput;
 
 /// How tokens pick experts.
 enum class Routing {
-  uniform,         // K distinct experts uniformly at random, with some -1 sprinkled in
-  one_expert,      // every token's first choice is expert 0, the rest masked
-  all_masked,      // every choice is -1
-  same_rank,       // a token's K experts all live on one rank (as many as fit)
+  uniform,     // K distinct experts uniformly at random, with some -1 sprinkled in
+  one_expert,  // every token's first choice is expert 0, the rest masked
+  all_masked,  // every choice is -1
+  same_rank,   // a token's K experts all live on one rank (as many as fit)
 };
 
 inline const char* to_string(Routing routing) {
   switch (routing) {
-    case Routing::uniform: return "uniform";
-    case Routing::one_expert: return "one_expert";
-    case Routing::all_masked: return "all_masked";
-    case Routing::same_rank: return "same_rank";
+    case Routing::uniform:
+      return "uniform";
+    case Routing::one_expert:
+      return "one_expert";
+    case Routing::all_masked:
+      return "all_masked";
+    case Routing::same_rank:
+      return "same_rank";
   }
   return "?";
 }
@@ -85,8 +89,11 @@ inline std::vector<EpRankInput> make_inputs(const ep::Config& config, int num_ra
             choice[k] = random() % 8 == 0 ? -1 : experts[k];
           break;
         }
-        case Routing::one_expert: choice[0] = 0; break;
-        case Routing::all_masked: break;
+        case Routing::one_expert:
+          choice[0] = 0;
+          break;
+        case Routing::all_masked:
+          break;
         case Routing::same_rank: {
           const int home = static_cast<int>(random() % static_cast<std::uint64_t>(num_ranks));
           for (std::size_t k = 0; k < K && k < static_cast<std::size_t>(experts_per_rank); ++k)
@@ -117,9 +124,9 @@ inline std::string compare_received(const ep::Received& received, int rank,
       for (int slot = 0; slot < received.count(e, src); ++slot) {
         const reference::DispatchedRow& want = rows[static_cast<std::size_t>(slot)];
         const ep::MessageMeta meta = received.meta(e, src, slot);
-        bool same = meta.src_token == want.src_token && meta.topk_slot == want.topk_slot &&
-                    std::bit_cast<std::uint32_t>(meta.scale) ==
-                        std::bit_cast<std::uint32_t>(want.scale);
+        bool same =
+            meta.src_token == want.src_token && meta.topk_slot == want.topk_slot &&
+            std::bit_cast<std::uint32_t>(meta.scale) == std::bit_cast<std::uint32_t>(want.scale);
         if (received.precision() == ep::DispatchPrecision::int8) {
           const auto codes = received.row_int8(e, src, slot);
           same = same && std::equal(codes.begin(), codes.end(), want.codes.begin());
@@ -130,8 +137,8 @@ inline std::string compare_received(const ep::Received& received, int rank,
         if (!same) {
           error << "rank " << rank << " segment (" << e << ", " << src << ") slot " << slot
                 << ": got token " << meta.src_token << " k " << meta.topk_slot << " scale "
-                << meta.scale << ", expected token " << want.src_token << " k "
-                << want.topk_slot << " scale " << want.scale << " (or the row bytes differ)";
+                << meta.scale << ", expected token " << want.src_token << " k " << want.topk_slot
+                << " scale " << want.scale << " (or the row bytes differ)";
           return error.str();
         }
       }
@@ -191,9 +198,8 @@ std::string checked_round(Dev& device, ep::Buffer<Dev>& buffer,
   const ep::Config& config = buffer.config();
   const EpRankInput& input = inputs[static_cast<std::size_t>(rank)];
   pause(0);
-  const ep::Received received =
-      ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx,
-                                    .num_tokens = input.num_tokens});
+  const ep::Received received = ep::dispatch(
+      device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
   std::string mismatch = compare_received(received, rank, expected);
   pause(1);
   std::vector<bf16> expert_out;
@@ -202,7 +208,8 @@ std::string checked_round(Dev& device, ep::Buffer<Dev>& buffer,
   pause(2);
   ep::combine(device, buffer,
               {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
-  if (mismatch.empty()) mismatch = compare_y(y, expected_y(config, rank, input), rank, config.hidden);
+  if (mismatch.empty())
+    mismatch = compare_y(y, expected_y(config, rank, input), rank, config.hidden);
   return mismatch;
 }
 

@@ -71,8 +71,8 @@ std::vector<RankOutcome> dispatch_with_bad_rank(
     World& world, int bad_rank,
     const std::function<void(ep::DispatchArgs&, std::vector<std::int32_t>&)>& corrupt,
     std::vector<std::unique_ptr<ep::Buffer<Device>>>& buffers) {
-  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 5, 8, 2},
-                                             cmx::test::Routing::uniform, 5);
+  const auto inputs =
+      cmx::test::make_inputs(kConfig, kRanks, {8, 5, 8, 2}, cmx::test::Routing::uniform, 5);
   buffers.resize(kRanks);
   return outcomes(world.run_collect([&](Device device) {
     const int rank = device.rank();
@@ -98,12 +98,16 @@ TEST_CASE("a bad dispatch input fails on its rank before writing, and fast on ev
   static const std::vector<bf16> too_many(9 * 32);
   static const std::vector<std::int32_t> too_many_idx(9 * 4, 0);
   const BadInput cases[] = {
-      {"expert id past the end", [](auto&, auto& idx) { idx[6] = 16; },
-       ErrorCode::invalid_argument, "topk_idx[1, 2] = 16 is outside [-1, 16)"},
+      {"expert id past the end", [](auto&, auto& idx) { idx[6] = 16; }, ErrorCode::invalid_argument,
+       "topk_idx[1, 2] = 16 is outside [-1, 16)"},
       {"negative expert id below -1", [](auto&, auto& idx) { idx[0] = -2; },
        ErrorCode::invalid_argument, "is outside [-1, 16)"},
       {"an expert named twice by one token",
-       [](auto&, auto& idx) { idx[4] = 3; idx[5] = -1; idx[7] = 3; },
+       [](auto&, auto& idx) {
+         idx[4] = 3;
+         idx[5] = -1;
+         idx[7] = 3;
+       },
        ErrorCode::invalid_argument, "token 1 names expert 3 twice (k = 0 and 3)"},
       {"more tokens than the capacity",
        [](auto& args, auto&) { args = {.x = too_many, .topk_idx = too_many_idx, .num_tokens = 9}; },
@@ -126,7 +130,8 @@ TEST_CASE("a bad dispatch input fails on its rank before writing, and fast on ev
     CHECK_MESSAGE(contains(result[1].message, bad.says), result[1].message);
     for (int rank : {0, 2, 3}) {
       CHECK(result[rank].code == ErrorCode::peer_failed);
-      CHECK_MESSAGE(contains(result[rank].message, "rank 1 failed its dispatch"), result[rank].message);
+      CHECK_MESSAGE(contains(result[rank].message, "rank 1 failed its dispatch"),
+                    result[rank].message);
     }
     CHECK(nothing_received_from(buffers, 1));
     for (auto& buffer : buffers) CHECK(buffer->phase() == ep::Phase::failed);
@@ -135,8 +140,8 @@ TEST_CASE("a bad dispatch input fails on its rank before writing, and fast on ev
 
 TEST_CASE("a bad combine input fails on its rank before writing, and fast on every peer" *
           doctest::test_suite("concurrent")) {
-  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 5, 8, 2},
-                                             cmx::test::Routing::uniform, 6);
+  const auto inputs =
+      cmx::test::make_inputs(kConfig, kRanks, {8, 5, 8, 2}, cmx::test::Routing::uniform, 6);
   const ep::Layout layout(kConfig, kRanks);
   for (const char* which : {"expert_out", "topk_weights", "y"}) {
     INFO(which);
@@ -144,7 +149,8 @@ TEST_CASE("a bad combine input fails on its rank before writing, and fast on eve
     const auto result = outcomes(world.run_collect([&](Device device) {
       const auto& input = inputs[device.rank()];
       ep::Buffer<Device> buffer(device, kConfig);
-      ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+      ep::dispatch(device, buffer,
+                   {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
       std::vector<bf16> expert_out(layout.num_messages() * 32);
       std::vector<bf16> y(input.x.size());
       ep::CombineArgs args{.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y};
@@ -159,7 +165,8 @@ TEST_CASE("a bad combine input fails on its rank before writing, and fast on eve
     CHECK_MESSAGE(contains(result[2].message, std::string(which) + " has"), result[2].message);
     for (int rank : {0, 1, 3}) {
       CHECK(result[rank].code == ErrorCode::peer_failed);
-      CHECK_MESSAGE(contains(result[rank].message, "rank 2 failed its combine"), result[rank].message);
+      CHECK_MESSAGE(contains(result[rank].message, "rank 2 failed its combine"),
+                    result[rank].message);
     }
   }
 }
@@ -174,16 +181,19 @@ TEST_CASE("calls out of order are state errors" * doctest::test_suite("concurren
     std::vector<bf16> expert_out(ep::Layout(kConfig, 1).num_messages() * 32);
     {
       ep::Buffer<Device> buffer(device, kConfig);
-      CHECK_THROWS_WITH_AS(ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = weights, .y = y}),
-                           doctest::Contains("combine called without a dispatch before it"), cmx::Error);
+      CHECK_THROWS_WITH_AS(
+          ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = weights, .y = y}),
+          doctest::Contains("combine called without a dispatch before it"), cmx::Error);
       // The error left the buffer failed: it refuses further calls.
-      CHECK_THROWS_WITH_AS(ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
-                           doctest::Contains("left unusable"), cmx::Error);
+      CHECK_THROWS_WITH_AS(
+          ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
+          doctest::Contains("left unusable"), cmx::Error);
     }
     ep::Buffer<Device> buffer(device, kConfig);
     ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1});
-    CHECK_THROWS_WITH_AS(ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
-                         doctest::Contains("dispatch called twice without a combine between"), cmx::Error);
+    CHECK_THROWS_WITH_AS(
+        ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
+        doctest::Contains("dispatch called twice without a combine between"), cmx::Error);
   });
 }
 
@@ -204,10 +214,14 @@ TEST_CASE("configs that differ between ranks are reported on every rank" *
 
 TEST_CASE("an invalid config is reported on every rank" * doctest::test_suite("concurrent")) {
   const std::pair<ep::Config, const char*> cases[] = {
-      {{.num_experts = 18, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 4}, "num_experts (18)"},
-      {{.num_experts = 16, .max_tokens_per_rank = 0, .hidden = 32, .num_topk = 4}, "max_tokens_per_rank"},
-      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 24, .num_topk = 4}, "hidden must be a multiple of 16"},
-      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 16400, .num_topk = 4}, "hidden must be"},
+      {{.num_experts = 18, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 4},
+       "num_experts (18)"},
+      {{.num_experts = 16, .max_tokens_per_rank = 0, .hidden = 32, .num_topk = 4},
+       "max_tokens_per_rank"},
+      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 24, .num_topk = 4},
+       "hidden must be a multiple of 16"},
+      {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 16400, .num_topk = 4},
+       "hidden must be"},
       {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 17}, "num_topk"},
       {{.num_experts = 16, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 0}, "num_topk"},
   };
@@ -215,7 +229,8 @@ TEST_CASE("an invalid config is reported on every rank" * doctest::test_suite("c
     const ep::Config config = bad_config;  // a plain variable: lambdas capture it (C++20 allows
                                            // capturing bindings, clang 14 does not yet)
     World world({.num_ranks = kRanks, .timeout = 20s});
-    const auto result = outcomes(world.run_collect([&](Device device) { ep::Buffer<Device> buffer(device, config); }));
+    const auto result = outcomes(
+        world.run_collect([&](Device device) { ep::Buffer<Device> buffer(device, config); }));
     for (const RankOutcome& outcome : result) {
       CHECK(outcome.code == ErrorCode::invalid_argument);
       CHECK_MESSAGE(contains(outcome.message, says), outcome.message);
@@ -225,37 +240,44 @@ TEST_CASE("an invalid config is reported on every rank" * doctest::test_suite("c
 
 TEST_CASE("a rank that never calls dispatch: the others time out naming it" *
           doctest::test_suite("concurrent")) {
-  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 8);
+  const auto inputs =
+      cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 8);
   World world({.num_ranks = kRanks, .timeout = 300ms});
   const auto result = outcomes(world.run_collect([&](Device device) {
     ep::Buffer<Device> buffer(device, kConfig);
     if (device.rank() == 3) return;  // never dispatches
     const auto& input = inputs[device.rank()];
-    ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+    ep::dispatch(device, buffer,
+                 {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
   }));
   CHECK_FALSE(result[3].failed);
   for (int rank : {0, 1, 2}) {
     CHECK(result[rank].code == ErrorCode::timeout);
-    CHECK_MESSAGE(contains(result[rank].message, "dispatch waited for rank 3"), result[rank].message);
+    CHECK_MESSAGE(contains(result[rank].message, "dispatch waited for rank 3"),
+                  result[rank].message);
   }
 }
 
 TEST_CASE("a rank that never calls combine: the others time out naming it" *
           doctest::test_suite("concurrent")) {
-  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 9);
+  const auto inputs =
+      cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 9);
   const ep::Layout layout(kConfig, kRanks);
   World world({.num_ranks = kRanks, .timeout = 300ms});
   const auto result = outcomes(world.run_collect([&](Device device) {
     ep::Buffer<Device> buffer(device, kConfig);
     const auto& input = inputs[device.rank()];
-    ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+    ep::dispatch(device, buffer,
+                 {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
     if (device.rank() == 0) return;
     std::vector<bf16> expert_out(layout.num_messages() * 32), y(input.x.size());
-    ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+    ep::combine(device, buffer,
+                {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
   }));
   for (int rank : {1, 2, 3}) {
     CHECK(result[rank].code == ErrorCode::timeout);
-    CHECK_MESSAGE(contains(result[rank].message, "combine waited for rank 0"), result[rank].message);
+    CHECK_MESSAGE(contains(result[rank].message, "combine waited for rank 0"),
+                  result[rank].message);
   }
 }
 
@@ -283,7 +305,8 @@ static_assert(cmx::Device<FaultyDevice>);
 
 TEST_CASE("a failure inside a kernel, after its checks, still fails every peer fast" *
           doctest::test_suite("concurrent")) {
-  const auto inputs = cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 10);
+  const auto inputs =
+      cmx::test::make_inputs(kConfig, kRanks, {8, 8, 8, 8}, cmx::test::Routing::uniform, 10);
   const ep::Layout layout(kConfig, kRanks);
   for (const char* phase : {"dispatch", "combine"}) {
     INFO(phase);
@@ -295,10 +318,12 @@ TEST_CASE("a failure inside a kernel, after its checks, still fails every peer f
       device.barrier();  // every buffer is made before the fault is armed
       if (device.rank() == 2 && std::string(phase) == "dispatch") armed = true;
       const auto& input = inputs[device.rank()];
-      ep::dispatch(device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+      ep::dispatch(device, buffer,
+                   {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
       std::vector<bf16> expert_out(layout.num_messages() * 32), y(input.x.size());
       if (device.rank() == 2) armed = true;
-      ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+      ep::combine(device, buffer,
+                  {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
     }));
     CHECK_MESSAGE(contains(result[2].message, "injected put failure"), result[2].message);
     for (int rank : {0, 1, 3}) {

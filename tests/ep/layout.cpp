@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // ep::Layout: every region and row is 32-byte aligned, regions do not overlap, rows tile them.
-#include <doctest/doctest.h>
-
 #include "cmx/ep/layout.hpp"
+
+#include <doctest/doctest.h>
 
 namespace ep = cmx::ep;
 
@@ -10,8 +10,11 @@ TEST_CASE("layout regions are aligned, disjoint and sized by the config") {
   for (const int num_ranks : {1, 3, 8, 320})
     for (const int hidden : {16, 48, 7168})
       for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
-        const ep::Config config{.num_experts = num_ranks * 2, .max_tokens_per_rank = 5,
-                                .hidden = hidden, .num_topk = 3, .precision = precision};
+        const ep::Config config{.num_experts = num_ranks * 2,
+                                .max_tokens_per_rank = 5,
+                                .hidden = hidden,
+                                .num_topk = 3,
+                                .precision = precision};
         const ep::Layout layout(config, num_ranks);
         INFO("ranks ", num_ranks, " hidden ", hidden);
         const std::size_t element = precision == ep::DispatchPrecision::int8 ? 1 : 2;
@@ -28,9 +31,11 @@ TEST_CASE("layout regions are aligned, disjoint and sized by the config") {
               layout.messages_offset + layout.num_messages() * layout.message_bytes);
         CHECK(layout.total_bytes == layout.combine_rows_offset + 5u * 3u * hidden * 2u);
         // The last row of each region ends at the region's end.
-        CHECK(layout.message(1, num_ranks - 1, 4) + layout.message_bytes == layout.combine_rows_offset);
+        CHECK(layout.message(1, num_ranks - 1, 4) + layout.message_bytes ==
+              layout.combine_rows_offset);
         CHECK(layout.combine_row(4, 2) + layout.combine_row_bytes == layout.total_bytes);
-        CHECK(layout.dispatch_flag(1, num_ranks - 1) + cmx::kFlagBytes == layout.combine_flags_offset);
+        CHECK(layout.dispatch_flag(1, num_ranks - 1) + cmx::kFlagBytes ==
+              layout.combine_flags_offset);
         CHECK(layout.message_index(1, num_ranks - 1, 4) == layout.num_messages() - 1);
         // Consecutive slots of a segment are one message apart; segments follow each other.
         CHECK(layout.message(0, 0, 1) - layout.message(0, 0, 0) == layout.message_bytes);

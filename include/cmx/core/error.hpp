@@ -23,12 +23,18 @@ enum class ErrorCode {
 /// Returns the name of an error code, as used in messages ("timeout", ...).
 inline const char* to_string(ErrorCode code) noexcept {
   switch (code) {
-    case ErrorCode::invalid_argument: return "invalid_argument";
-    case ErrorCode::capacity: return "capacity";
-    case ErrorCode::config_mismatch: return "config_mismatch";
-    case ErrorCode::timeout: return "timeout";
-    case ErrorCode::peer_failed: return "peer_failed";
-    case ErrorCode::state: return "state";
+    case ErrorCode::invalid_argument:
+      return "invalid_argument";
+    case ErrorCode::capacity:
+      return "capacity";
+    case ErrorCode::config_mismatch:
+      return "config_mismatch";
+    case ErrorCode::timeout:
+      return "timeout";
+    case ErrorCode::peer_failed:
+      return "peer_failed";
+    case ErrorCode::state:
+      return "state";
   }
   return "unknown";
 }

@@ -43,7 +43,7 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
   for (std::size_t i = 0; i < row.size(); ++i)
     amax_bits = std::max<std::uint16_t>(amax_bits, row[i].bits & 0x7fffu);
 
-  constexpr std::uint16_t kInfBits = 0x7f80u;       // exponent all ones: Inf or NaN
+  constexpr std::uint16_t kInfBits = 0x7f80u;             // exponent all ones: Inf or NaN
   constexpr std::uint16_t kSmallestScaledBits = 0x0300u;  // 2^-121: 127 / 2^-121 < FLT_MAX
   if (amax_bits >= kInfBits || amax_bits < kSmallestScaledBits) {
     for (std::int8_t& code : out) code = 0;  // (std::fill trips a GCC 12 -Wstringop-overflow)

@@ -24,9 +24,9 @@ inline constexpr std::size_t kSymmetricAlignment = 4096;
 
 /// One block of a launch: an AIV core of an NPU, a oneTBB task on the CPU.
 struct Block {
-  int index;           ///< 0 <= index < count
-  int count;           ///< blocks in this launch
-  LocalArena& local;   ///< this block's bounded local memory, empty at the start of the block
+  int index;          ///< 0 <= index < count
+  int count;          ///< blocks in this launch
+  LocalArena& local;  ///< this block's bounded local memory, empty at the start of the block
 };
 
 /// What a timed-out wait reports: "<what> waited for rank <peer_rank> (flag <index>)".
@@ -89,6 +89,7 @@ using BlockBody = std::function<void(Block&)>;
 ///   d.quantize_row_int8(row, out) -> scale   cmx::quantize_row_int8, bit for bit.
 ///   d.accumulate_weighted_row(acc, row, w)   cmx::accumulate_weighted_row, bit for bit.
 ///   d.round_row_to_bf16(in, out)             cmx::round_row_to_bf16, bit for bit.
+// clang-format off  (clang-format 14 flattens requires-expressions)
 template <class D>
 concept Device = std::copy_constructible<D> &&
     requires(D d, const D cd, typename D::Symmetric sym, std::size_t bytes, int rank,
@@ -96,23 +97,24 @@ concept Device = std::copy_constructible<D> &&
              const bf16* global_bf16, bf16* global_bf16_out, std::span<const bf16> row,
              std::span<std::int8_t> codes, std::span<float> acc, std::span<const float> values,
              std::span<bf16> rounded, std::span<const std::byte> source) {
-      { cd.rank() } -> std::same_as<int>;
-      { cd.world_size() } -> std::same_as<int>;
-      { cd.max_blocks() } -> std::same_as<int>;
-      { D::kLocalMemoryBytes } -> std::convertible_to<std::size_t>;
-      { d.allocate_symmetric(bytes) } -> std::same_as<typename D::Symmetric>;
-      { cd.local(sym) } -> std::same_as<std::byte*>;
-      { d.put(sym, rank, bytes, source) } -> std::same_as<void>;
-      { d.signal(sym, rank, bytes, seq, payload) } -> std::same_as<void>;
-      { d.wait(sym, bytes, seq, WaitSite{}) } -> std::same_as<std::int64_t>;
-      { d.barrier() } -> std::same_as<void>;
-      { d.launch(rank, body) } -> std::same_as<void>;
-      { d.stage_in(local, global_bf16, bytes) } -> std::same_as<std::span<const bf16>>;
-      { d.load(rounded, global_bf16) } -> std::same_as<void>;
-      { d.store(global_bf16_out, row) } -> std::same_as<void>;
-      { d.quantize_row_int8(row, codes) } -> std::same_as<float>;
-      { d.accumulate_weighted_row(acc, row, 1.0f) } -> std::same_as<void>;
-      { d.round_row_to_bf16(values, rounded) } -> std::same_as<void>;
-    };
+  { cd.rank() } -> std::same_as<int>;
+  { cd.world_size() } -> std::same_as<int>;
+  { cd.max_blocks() } -> std::same_as<int>;
+  { D::kLocalMemoryBytes } -> std::convertible_to<std::size_t>;
+  { d.allocate_symmetric(bytes) } -> std::same_as<typename D::Symmetric>;
+  { cd.local(sym) } -> std::same_as<std::byte*>;
+  { d.put(sym, rank, bytes, source) } -> std::same_as<void>;
+  { d.signal(sym, rank, bytes, seq, payload) } -> std::same_as<void>;
+  { d.wait(sym, bytes, seq, WaitSite{}) } -> std::same_as<std::int64_t>;
+  { d.barrier() } -> std::same_as<void>;
+  { d.launch(rank, body) } -> std::same_as<void>;
+  { d.stage_in(local, global_bf16, bytes) } -> std::same_as<std::span<const bf16>>;
+  { d.load(rounded, global_bf16) } -> std::same_as<void>;
+  { d.store(global_bf16_out, row) } -> std::same_as<void>;
+  { d.quantize_row_int8(row, codes) } -> std::same_as<float>;
+  { d.accumulate_weighted_row(acc, row, 1.0f) } -> std::same_as<void>;
+  { d.round_row_to_bf16(values, rounded) } -> std::same_as<void>;
+};
+// clang-format on
 
 }  // namespace cmx

@@ -37,10 +37,12 @@ class Buffer {
       : device_(device), config_(config), layout_(checked_layout()) {
     symmetric_ = device_.allocate_symmetric(layout_.total_bytes);
     slots_.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
-                      static_cast<std::size_t>(config.num_topk), -1);
+                      static_cast<std::size_t>(config.num_topk),
+                  -1);
     sent_per_expert_.assign(static_cast<std::size_t>(config.num_experts), 0);
     received_counts_.assign(static_cast<std::size_t>(layout_.num_local_experts) *
-                                static_cast<std::size_t>(layout_.num_ranks), 0);
+                                static_cast<std::size_t>(layout_.num_ranks),
+                            0);
   }
 
   // One buffer per rank and call sequence: a copy would share the memory but not the sequence
@@ -114,14 +116,13 @@ class Buffer {
 
   void check_same_config_on_every_rank() {
     const int num_ranks = device_.world_size();
-    const auto table = device_.allocate_symmetric(static_cast<std::size_t>(num_ranks) *
-                                                  sizeof(ConfigRecord));
+    const auto table =
+        device_.allocate_symmetric(static_cast<std::size_t>(num_ranks) * sizeof(ConfigRecord));
     ConfigRecord mine{};
     mine.present = 1;
     mine.num_ranks = num_ranks;
     mine.config = config_;
-    const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&mine),
-                                           sizeof(mine));
+    const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&mine), sizeof(mine));
     for (int peer = 0; peer < num_ranks; ++peer)
       device_.put(table, peer, static_cast<std::size_t>(device_.rank()) * sizeof(ConfigRecord),
                   bytes);
@@ -131,20 +132,20 @@ class Buffer {
       ConfigRecord theirs;
       std::memcpy(&theirs, local + static_cast<std::size_t>(peer) * sizeof(ConfigRecord),
                   sizeof(theirs));
-      cmx::detail::require(theirs.present == 1 && theirs.num_ranks == num_ranks &&
-                          theirs.config == config_,
-                      ErrorCode::config_mismatch, "rank ", device_.rank(),
-                      ": ep::Config differs between ranks: rank ", device_.rank(), " has ",
-                      config_, ", rank ", peer, " has ", theirs.config);
+      cmx::detail::require(
+          theirs.present == 1 && theirs.num_ranks == num_ranks && theirs.config == config_,
+          ErrorCode::config_mismatch, "rank ", device_.rank(),
+          ": ep::Config differs between ranks: rank ", device_.rank(), " has ", config_, ", rank ",
+          peer, " has ", theirs.config);
     }
   }
 
   void require_phase(Phase expected, const char* call) const {
     cmx::detail::require(phase_ != Phase::failed, ErrorCode::state, "rank ", device_.rank(), ": ",
-                    call, " on a buffer that an earlier error left unusable; make a new one");
+                         call, " on a buffer that an earlier error left unusable; make a new one");
     cmx::detail::require(phase_ == expected, ErrorCode::state, "rank ", device_.rank(), ": ", call,
-                    expected == Phase::idle ? " called twice without a combine between"
-                                            : " called without a dispatch before it");
+                         expected == Phase::idle ? " called twice without a combine between"
+                                                 : " called without a dispatch before it");
   }
 
   Dev device_;

@@ -105,20 +105,18 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
       device.launch(detail::num_blocks_for(device, num_rows), [&](Block& block) {
         const auto [begin, end] = detail::block_range(num_rows, block.index, block.count);
         std::size_t segment = static_cast<std::size_t>(
-            std::upper_bound(segment_end.begin(), segment_end.end(), begin) -
-            segment_end.begin());
+            std::upper_bound(segment_end.begin(), segment_end.end(), begin) - segment_end.begin());
         for (std::int64_t row = begin; row < end; ++row) {
           while (row >= segment_end[segment]) ++segment;
           const int expert = static_cast<int>(segment) / num_ranks;  // local
           const int src = static_cast<int>(segment) % num_ranks;
           const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
           block.local.reset();
-          const MessageMeta meta =
-              device.stage_in(block.local,
-                              reinterpret_cast<const MessageMeta*>(
-                                  device.local(symmetric) + layout.message(expert, src, slot) +
-                                  layout.row_bytes),
-                              1)[0];
+          const MessageMeta meta = device.stage_in(
+              block.local,
+              reinterpret_cast<const MessageMeta*>(
+                  device.local(symmetric) + layout.message(expert, src, slot) + layout.row_bytes),
+              1)[0];
           const std::span<const bf16> out = device.stage_in(
               block.local,
               args.expert_out.data() + layout.message_index(expert, src, slot) * hidden, hidden);
@@ -144,8 +142,8 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
       const std::int32_t returned = detail::wait_count(
           device, symmetric, layout.combine_flag(peer), sequence, WaitSite{"combine", peer, -1},
           static_cast<std::int64_t>(num_tokens) * layout.num_topk);
-      cmx::detail::require(returned == expected, ErrorCode::state, "rank ", rank, ": rank ",
-                           peer, " returned ", returned, " rows, ", expected, " were sent to it");
+      cmx::detail::require(returned == expected, ErrorCode::state, "rank ", rank, ": rank ", peer,
+                           " returned ", returned, " rows, ", expected, " were sent to it");
     }
 
     // 5. Reduce each token's rows in k order: the accumulator and the result stay in local

@@ -43,18 +43,17 @@ inline std::ostream& operator<<(std::ostream& out, const Config& config) {
 inline void validate(const Config& config, int num_ranks) {
   using cmx::detail::require;
   constexpr ErrorCode kBad = ErrorCode::invalid_argument;
-  require(config.num_experts > 0 && config.num_experts % num_ranks == 0, kBad,
-          "num_experts (", config.num_experts, ") must be a positive multiple of the ",
-          num_ranks, " ranks");
+  require(config.num_experts > 0 && config.num_experts % num_ranks == 0, kBad, "num_experts (",
+          config.num_experts, ") must be a positive multiple of the ", num_ranks, " ranks");
   require(config.max_tokens_per_rank >= 1, kBad, "max_tokens_per_rank must be >= 1, got ",
           config.max_tokens_per_rank);
   require(config.hidden >= 16 && config.hidden <= kMaxHidden && config.hidden % 16 == 0, kBad,
           "hidden must be a multiple of 16 in [16, ", kMaxHidden, "], got ", config.hidden);
   require(config.num_topk >= 1 && config.num_topk <= kMaxTopk, kBad, "num_topk must be in [1, ",
           kMaxTopk, "], got ", config.num_topk);
-  require(config.precision == DispatchPrecision::int8 ||
-              config.precision == DispatchPrecision::bf16,
-          kBad, "unknown dispatch precision ", static_cast<int>(config.precision));
+  require(
+      config.precision == DispatchPrecision::int8 || config.precision == DispatchPrecision::bf16,
+      kBad, "unknown dispatch precision ", static_cast<int>(config.precision));
 }
 
 }  // namespace cmx::ep

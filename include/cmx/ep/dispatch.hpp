@@ -54,8 +54,8 @@ namespace detail {
 /// Throws cmx::Error(invalid_argument or capacity) unless `args` fits `config`.
 inline void check_dispatch_args(const DispatchArgs& args, const Config& config, int rank) {
   using cmx::detail::require;
-  require(args.num_tokens >= 0, ErrorCode::invalid_argument, "rank ", rank,
-          ": num_tokens is ", args.num_tokens);
+  require(args.num_tokens >= 0, ErrorCode::invalid_argument, "rank ", rank, ": num_tokens is ",
+          args.num_tokens);
   require(args.num_tokens <= config.max_tokens_per_rank, ErrorCode::capacity, "rank ", rank,
           ": dispatch of ", args.num_tokens, " tokens, capacity (max_tokens_per_rank) is ",
           config.max_tokens_per_rank);
@@ -64,8 +64,8 @@ inline void check_dispatch_args(const DispatchArgs& args, const Config& config, 
   require(args.x.size() == num_tokens * static_cast<std::size_t>(config.hidden),
           ErrorCode::invalid_argument, "rank ", rank, ": x has ", args.x.size(),
           " elements, expected num_tokens * hidden = ", num_tokens, " * ", config.hidden);
-  require(args.topk_idx.size() == num_tokens * num_topk, ErrorCode::invalid_argument, "rank ",
-          rank, ": topk_idx has ", args.topk_idx.size(),
+  require(args.topk_idx.size() == num_tokens * num_topk, ErrorCode::invalid_argument, "rank ", rank,
+          ": topk_idx has ", args.topk_idx.size(),
           " elements, expected num_tokens * num_topk = ", num_tokens, " * ", num_topk);
   for (std::size_t t = 0; t < num_tokens; ++t) {
     const std::int32_t* choices = args.topk_idx.data() + t * num_topk;
@@ -74,9 +74,9 @@ inline void check_dispatch_args(const DispatchArgs& args, const Config& config, 
               "rank ", rank, ": topk_idx[", t, ", ", k, "] = ", choices[k], " is outside [-1, ",
               config.num_experts, ")");
       for (std::size_t j = 0; j < k; ++j)
-        require(choices[k] < 0 || choices[j] != choices[k], ErrorCode::invalid_argument,
-                "rank ", rank, ": token ", t, " names expert ", choices[k], " twice (k = ", j,
-                " and ", k, "); a token's experts must be distinct");
+        require(choices[k] < 0 || choices[j] != choices[k], ErrorCode::invalid_argument, "rank ",
+                rank, ": token ", t, " names expert ", choices[k], " twice (k = ", j, " and ", k,
+                "); a token's experts must be distinct");
     }
   }
 }
@@ -175,9 +175,9 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
     std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
     for (int e = 0; e < layout.num_local_experts; ++e)
       for (int src = 0; src < layout.num_ranks; ++src)
-        counts[layout.segment(e, src)] = detail::wait_count(
-            device, symmetric, layout.dispatch_flag(e, src), sequence,
-            WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
+        counts[layout.segment(e, src)] =
+            detail::wait_count(device, symmetric, layout.dispatch_flag(e, src), sequence,
+                               WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
 
     buffer.end_dispatch();
     return Received(layout, config.precision, device.local(symmetric), counts.data(), sequence);

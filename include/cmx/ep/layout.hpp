@@ -16,9 +16,9 @@ namespace cmx::ep {
 /// The 32 bytes that follow every dispatched row: what the receiver needs to dequantize the row
 /// and to send its expert output back.
 struct MessageMeta {
-  float scale;                 ///< per-token scale (int8); 1 in bf16 mode
-  std::int32_t src_token;      ///< the token's index on its source rank
-  std::int32_t topk_slot;      ///< which of the token's K choices this message is (k)
+  float scale;             ///< per-token scale (int8); 1 in bf16 mode
+  std::int32_t src_token;  ///< the token's index on its source rank
+  std::int32_t topk_slot;  ///< which of the token's K choices this message is (k)
   std::int32_t reserved[5];
 };
 static_assert(sizeof(MessageMeta) == kTileAlignment, "the metadata is one 32-byte DMA unit");
@@ -63,9 +63,9 @@ struct Layout {
     dispatch_flags_offset = carve(static_cast<std::size_t>(num_local_experts) *
                                   static_cast<std::size_t>(num_ranks) * kFlagBytes);
     combine_flags_offset = carve(static_cast<std::size_t>(num_ranks) * kFlagBytes);
-    messages_offset = carve(static_cast<std::size_t>(num_local_experts) *
-                            static_cast<std::size_t>(num_ranks) *
-                            static_cast<std::size_t>(max_tokens_per_rank) * message_bytes);
+    messages_offset =
+        carve(static_cast<std::size_t>(num_local_experts) * static_cast<std::size_t>(num_ranks) *
+              static_cast<std::size_t>(max_tokens_per_rank) * message_bytes);
     combine_rows_offset = carve(static_cast<std::size_t>(max_tokens_per_rank) *
                                 static_cast<std::size_t>(num_topk) * combine_row_bytes);
     total_bytes = offset;
@@ -93,7 +93,8 @@ struct Layout {
   std::size_t combine_row(int token, int k) const noexcept {
     return combine_rows_offset +
            (static_cast<std::size_t>(token) * static_cast<std::size_t>(num_topk) +
-            static_cast<std::size_t>(k)) * combine_row_bytes;
+            static_cast<std::size_t>(k)) *
+               combine_row_bytes;
   }
   /// Messages (rows) in the whole receive area: num_local_experts * num_ranks * capacity.
   std::size_t num_messages() const noexcept {
@@ -129,7 +130,6 @@ struct Layout {
   std::size_t messages_offset = 0;
   std::size_t combine_rows_offset = 0;
   std::size_t total_bytes = 0;  // per rank
-
 };
 
 }  // namespace cmx::ep

@@ -57,8 +57,8 @@ std::int32_t wait_count(Dev& device, const typename Dev::Symmetric& symmetric,
                         std::size_t flag_offset, std::uint64_t sequence, const WaitSite& site,
                         std::int64_t max_count) {
   const std::int64_t payload = device.wait(symmetric, flag_offset, sequence, site);
-  cmx::detail::require(payload != kFailedPayload, ErrorCode::peer_failed, "rank ",
-                       device.rank(), ": rank ", site.peer_rank, " failed its ", site.what,
+  cmx::detail::require(payload != kFailedPayload, ErrorCode::peer_failed, "rank ", device.rank(),
+                       ": rank ", site.peer_rank, " failed its ", site.what,
                        " (its own error says why)");
   cmx::detail::require(payload >= 0 && payload <= max_count, ErrorCode::state, "rank ",
                        device.rank(), ": ", site.what, " from rank ", site.peer_rank,
@@ -79,8 +79,8 @@ inline ItemRange block_range(std::int64_t num_items, int block_index, int num_bl
 /// than the items, at least 1.
 template <Device Dev>
 int num_blocks_for(const Dev& device, std::int64_t num_items) noexcept {
-  return static_cast<int>(std::max<std::int64_t>(
-      1, std::min<std::int64_t>(device.max_blocks(), num_items)));
+  return static_cast<int>(
+      std::max<std::int64_t>(1, std::min<std::int64_t>(device.max_blocks(), num_items)));
 }
 
 }  // namespace cmx::ep::detail

@@ -25,8 +25,7 @@ class Received {
   /// [num_local_experts][num_ranks], both owned by the buffer.
   Received(const Layout& layout, DispatchPrecision precision, const std::byte* part,
            const std::int32_t* counts, std::uint64_t sequence) noexcept
-      : layout_(layout), precision_(precision), part_(part), counts_(counts),
-        sequence_(sequence) {}
+      : layout_(layout), precision_(precision), part_(part), counts_(counts), sequence_(sequence) {}
 
   int num_local_experts() const noexcept { return layout_.num_local_experts; }
   int num_ranks() const noexcept { return layout_.num_ranks; }
@@ -60,14 +59,14 @@ class Received {
   /// The INT8 codes of a row [hidden]. Requires int8 precision.
   std::span<const std::int8_t> row_int8(int local_expert, int src_rank, int slot) const {
     cmx::detail::require(precision_ == DispatchPrecision::int8, ErrorCode::invalid_argument,
-                    "row_int8 on a bf16 dispatch");
+                         "row_int8 on a bf16 dispatch");
     return {reinterpret_cast<const std::int8_t*>(message(local_expert, src_rank, slot)),
             static_cast<std::size_t>(hidden())};
   }
   /// The bf16 values of a row [hidden]. Requires bf16 precision.
   std::span<const bf16> row_bf16(int local_expert, int src_rank, int slot) const {
     cmx::detail::require(precision_ == DispatchPrecision::bf16, ErrorCode::invalid_argument,
-                    "row_bf16 on an int8 dispatch");
+                         "row_bf16 on an int8 dispatch");
     return {reinterpret_cast<const bf16*>(message(local_expert, src_rank, slot)),
             static_cast<std::size_t>(hidden())};
   }
@@ -81,20 +80,20 @@ class Received {
  private:
   void check_segment(int local_expert, int src_rank) const {
     cmx::detail::require(local_expert >= 0 && local_expert < num_local_experts() && src_rank >= 0 &&
-                        src_rank < num_ranks(),
-                    ErrorCode::invalid_argument, "segment (local expert ", local_expert,
-                    ", source rank ", src_rank, ") out of range");
+                             src_rank < num_ranks(),
+                         ErrorCode::invalid_argument, "segment (local expert ", local_expert,
+                         ", source rank ", src_rank, ") out of range");
   }
   void check_row(int local_expert, int src_rank, int slot) const {
     cmx::detail::require(slot >= 0 && slot < count(local_expert, src_rank),
-                    ErrorCode::invalid_argument, "slot ", slot, " of segment (local expert ",
-                    local_expert, ", source rank ", src_rank, ") is not a received row");
+                         ErrorCode::invalid_argument, "slot ", slot, " of segment (local expert ",
+                         local_expert, ", source rank ", src_rank, ") is not a received row");
   }
 
   Layout layout_;
   DispatchPrecision precision_;
-  const std::byte* part_;         // this rank's symmetric part
-  const std::int32_t* counts_;    // [num_local_experts][num_ranks]
+  const std::byte* part_;       // this rank's symmetric part
+  const std::int32_t* counts_;  // [num_local_experts][num_ranks]
   std::uint64_t sequence_;
 };
 

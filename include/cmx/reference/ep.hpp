@@ -24,11 +24,11 @@ struct EpRankInput {
 
 /// One row as dispatch must deliver it.
 struct DispatchedRow {
-  int src_token = 0;                // the token's index on its source rank
-  int topk_slot = 0;                // k: which of the token's choices
-  float scale = 1.0f;               // int8: the per-token scale; bf16: 1
-  std::vector<std::int8_t> codes;   // [hidden] int8 mode, else empty
-  std::vector<bf16> values;         // [hidden] bf16 mode, else empty
+  int src_token = 0;               // the token's index on its source rank
+  int topk_slot = 0;               // k: which of the token's choices
+  float scale = 1.0f;              // int8: the per-token scale; bf16: 1
+  std::vector<std::int8_t> codes;  // [hidden] int8 mode, else empty
+  std::vector<bf16> values;        // [hidden] bf16 mode, else empty
 };
 
 /// rows[rank][local_expert][src_rank]: the rows of that segment in delivery order.
@@ -41,11 +41,11 @@ inline DispatchedRows dispatch(const ep::Config& config, int num_ranks,
                                const std::vector<EpRankInput>& inputs) {
   const int experts_per_rank = config.num_experts / num_ranks;
   const std::size_t hidden = static_cast<std::size_t>(config.hidden);
-  DispatchedRows rows(static_cast<std::size_t>(num_ranks),
-                      std::vector<std::vector<std::vector<DispatchedRow>>>(
-                          static_cast<std::size_t>(experts_per_rank),
-                          std::vector<std::vector<DispatchedRow>>(
-                              static_cast<std::size_t>(num_ranks))));
+  DispatchedRows rows(
+      static_cast<std::size_t>(num_ranks),
+      std::vector<std::vector<std::vector<DispatchedRow>>>(
+          static_cast<std::size_t>(experts_per_rank),
+          std::vector<std::vector<DispatchedRow>>(static_cast<std::size_t>(num_ranks))));
   for (int src = 0; src < num_ranks; ++src) {
     const EpRankInput& input = inputs[static_cast<std::size_t>(src)];
     for (int t = 0; t < input.num_tokens; ++t) {

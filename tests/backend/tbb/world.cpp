@@ -73,14 +73,18 @@ TEST_CASE("symmetric memory: puts land in the peer's part, published by a signal
       for (int dst = 0; dst < kRanks; ++dst) {
         std::memset(row.data(), static_cast<int>(device.rank() * 16 + dst + sequence) & 0xff, kRow);
         device.put(sym, dst, rows_offset + device.rank() * kRow, row);
-        device.signal(sym, dst, device.rank() * cmx::kFlagBytes, sequence, dst * 1000 + device.rank());
+        device.signal(sym, dst, device.rank() * cmx::kFlagBytes, sequence,
+                      dst * 1000 + device.rank());
       }
       for (int src = 0; src < kRanks; ++src) {
-        const std::int64_t payload = device.wait(sym, src * cmx::kFlagBytes, sequence, {"test", src, -1});
+        const std::int64_t payload =
+            device.wait(sym, src * cmx::kFlagBytes, sequence, {"test", src, -1});
         const auto expected = static_cast<std::byte>((src * 16 + device.rank() + sequence) & 0xff);
         const std::byte* got = device.local(sym) + rows_offset + src * kRow;
-        if (payload != device.rank() * 1000 + src || got[0] != expected || got[kRow - 1] != expected)
-          errors[device.rank()] = "sequence " + std::to_string(sequence) + " from " + std::to_string(src);
+        if (payload != device.rank() * 1000 + src || got[0] != expected ||
+            got[kRow - 1] != expected)
+          errors[device.rank()] =
+              "sequence " + std::to_string(sequence) + " from " + std::to_string(src);
       }
       device.barrier();  // nobody overwrites a row before every rank has read it
     }
@@ -100,7 +104,9 @@ TEST_CASE("a wait that is never signalled times out naming the missing rank" *
     REQUIRE(errors[rank] != nullptr);
     CHECK(code_of(errors[rank]) == ErrorCode::timeout);
     const std::string message = message_of(errors[rank]);
-    CHECK_MESSAGE(message.find("rank " + std::to_string(rank) + ": test-phase waited for rank 2 (flag 7)") != std::string::npos, message);
+    CHECK_MESSAGE(message.find("rank " + std::to_string(rank) +
+                               ": test-phase waited for rank 2 (flag 7)") != std::string::npos,
+                  message);
   }
   CHECK(errors[2] == nullptr);
   CHECK_THROWS_AS(world.run([](Device) {}), cmx::Error);  // a failed world is not reused
@@ -121,9 +127,8 @@ TEST_CASE("a barrier that a rank never reaches times out naming it" *
 TEST_CASE("symmetric allocations must agree in size on every rank" *
           doctest::test_suite("concurrent")) {
   World world({.num_ranks = 3});
-  const auto errors = world.run_collect([&](Device device) {
-    device.allocate_symmetric(device.rank() == 1 ? 128 : 64);
-  });
+  const auto errors = world.run_collect(
+      [&](Device device) { device.allocate_symmetric(device.rank() == 1 ? 128 : 64); });
   for (const auto& error : errors) {
     REQUIRE(error != nullptr);
     CHECK(code_of(error) == ErrorCode::config_mismatch);
@@ -136,9 +141,12 @@ TEST_CASE("puts and flags outside the part or off the 32-byte grid are errors, n
   world.run([&](Device device) {
     const auto sym = device.allocate_symmetric(256);
     std::vector<std::byte> row(64, std::byte{1});
-    CHECK_THROWS_WITH_AS(device.put(sym, 1, 224, row), doctest::Contains("outside the symmetric part"), cmx::Error);
-    CHECK_THROWS_WITH_AS(device.put(sym, 1, 16, row), doctest::Contains("multiples of 32"), cmx::Error);
-    CHECK_THROWS_WITH_AS(device.put(sym, 2, 0, row), doctest::Contains("rank 2 out of range"), cmx::Error);
+    CHECK_THROWS_WITH_AS(device.put(sym, 1, 224, row),
+                         doctest::Contains("outside the symmetric part"), cmx::Error);
+    CHECK_THROWS_WITH_AS(device.put(sym, 1, 16, row), doctest::Contains("multiples of 32"),
+                         cmx::Error);
+    CHECK_THROWS_WITH_AS(device.put(sym, 2, 0, row), doctest::Contains("rank 2 out of range"),
+                         cmx::Error);
     CHECK_THROWS_AS(device.signal(sym, 0, 256, 1, 0), cmx::Error);
     device.barrier();
     const std::byte* part = device.local(sym);
@@ -178,7 +186,9 @@ TEST_CASE("many ranks on two cores: 64 ranks pass flags around a ring" *
     for (std::uint64_t lap = 1; lap <= 20; ++lap) {
       // Rank 0 starts each lap; every other rank passes the token on once it has it.
       if (device.rank() != 0) {
-        if (device.wait(sym, 0, lap, {"ring", (device.rank() + kRanks - 1) % kRanks, -1}) != device.rank()) wrong++;
+        if (device.wait(sym, 0, lap, {"ring", (device.rank() + kRanks - 1) % kRanks, -1}) !=
+            device.rank())
+          wrong++;
       }
       device.signal(sym, next, 0, lap, next);
       if (device.rank() == 0 && device.wait(sym, 0, lap, {"ring", kRanks - 1, -1}) != 0) wrong++;

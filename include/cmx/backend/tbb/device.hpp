@@ -7,6 +7,9 @@
 // guarantee cannot deadlock them. Waits run on the rank's thread.
 #pragma once
 
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -14,9 +17,6 @@
 #include <memory>
 #include <span>
 #include <sstream>
-
-#include <oneapi/tbb/blocked_range.h>
-#include <oneapi/tbb/parallel_for.h>
 
 #include "cmx/backend/tbb/wait.hpp"
 #include "cmx/backend/tbb/world_state.hpp"
@@ -161,8 +161,8 @@ class Device {
     cmx::detail::require(offset % kTileAlignment == 0 && bytes % kTileAlignment == 0,
                          ErrorCode::invalid_argument, what, ": offset ", offset, " and size ",
                          bytes, " must be multiples of ", kTileAlignment, " B");
-    cmx::detail::require(offset <= sym.bytes && bytes <= sym.bytes - offset,
-                         ErrorCode::capacity, what, ": [", offset, ", ", offset + bytes,
+    cmx::detail::require(offset <= sym.bytes && bytes <= sym.bytes - offset, ErrorCode::capacity,
+                         what, ": [", offset, ", ", offset + bytes,
                          ") is outside the symmetric part of ", sym.bytes, " B");
   }
 

@@ -47,9 +47,8 @@ void wait_until(Done&& done, std::chrono::nanoseconds timeout, Describe&& descri
     const std::chrono::nanoseconds waited = Clock::now() - start;
     if (waited > timeout) {
       if (done()) return;  // the last chance: the signal may have landed while we checked
-      cmx::detail::fail(ErrorCode::timeout, describe(),
-                        " (timed out after ", std::chrono::duration<double>(timeout).count(),
-                        " s)");
+      cmx::detail::fail(ErrorCode::timeout, describe(), " (timed out after ",
+                        std::chrono::duration<double>(timeout).count(), " s)");
     }
     if (waited < kYieldPhase) {
       std::this_thread::yield();

@@ -23,7 +23,8 @@ namespace cmx::tbb_backend {
 class World {
  public:
   /// Makes a world of config.num_ranks ranks; no thread runs until run().
-  explicit World(const WorldConfig& config) : state_(std::make_unique<detail::WorldState>(config)) {}
+  explicit World(const WorldConfig& config)
+      : state_(std::make_unique<detail::WorldState>(config)) {}
 
   /// Ranks in this world.
   int num_ranks() const noexcept { return state_->num_ranks(); }

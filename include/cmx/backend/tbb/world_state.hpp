@@ -2,6 +2,8 @@
 // The state one TBB world shares among its ranks: the symmetric heap, the barrier, the arenas.
 #pragma once
 
+#include <oneapi/tbb/task_arena.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -14,8 +16,6 @@
 #include <sstream>
 #include <thread>
 #include <vector>
-
-#include <oneapi/tbb/task_arena.h>
 
 #include "cmx/backend/tbb/wait.hpp"
 #include "cmx/core/error.hpp"
@@ -123,9 +123,9 @@ class WorldState {
     barrier(rank);  // publishes every part to every rank
     for (int peer = 0; peer < num_ranks_; ++peer) {
       cmx::detail::require(allocation->sizes[static_cast<std::size_t>(peer)] == bytes,
-                           ErrorCode::config_mismatch, "symmetric allocation #", index,
-                           ": rank ", rank, " asked for ", bytes, " B but rank ", peer,
-                           " asked for ", allocation->sizes[static_cast<std::size_t>(peer)], " B");
+                           ErrorCode::config_mismatch, "symmetric allocation #", index, ": rank ",
+                           rank, " asked for ", bytes, " B but rank ", peer, " asked for ",
+                           allocation->sizes[static_cast<std::size_t>(peer)], " B");
     }
     return *allocation;
   }
@@ -141,16 +141,16 @@ class WorldState {
       return;
     }
     detail::wait_until(
-        [&] { return barrier_released_.load(std::memory_order_acquire) >= generation; },
-        timeout_, [&] {
+        [&] { return barrier_released_.load(std::memory_order_acquire) >= generation; }, timeout_,
+        [&] {
           std::ostringstream missing;
           for (int peer = 0; peer < num_ranks_; ++peer)
             if (ranks_[static_cast<std::size_t>(peer)].arrived_generation.load(
                     std::memory_order_relaxed) < generation)
               missing << (missing.tellp() > 0 ? ", " : "") << peer;
           std::ostringstream text;
-          text << "rank " << rank << " waited at barrier #" << generation
-               << " for rank(s) " << missing.str() << ", which never arrived";
+          text << "rank " << rank << " waited at barrier #" << generation << " for rank(s) "
+               << missing.str() << ", which never arrived";
           return text.str();
         });
   }
@@ -158,8 +158,8 @@ class WorldState {
  private:
   struct RankState {
     std::unique_ptr<oneapi::tbb::task_arena> arena;
-    std::size_t num_allocations = 0;        // symmetric allocations made by this rank
-    std::uint64_t barrier_generation = 0;   // barriers this rank entered
+    std::size_t num_allocations = 0;                   // symmetric allocations made by this rank
+    std::uint64_t barrier_generation = 0;              // barriers this rank entered
     std::atomic<std::uint64_t> arrived_generation{0};  // read by waiters to name the missing
   };
 
