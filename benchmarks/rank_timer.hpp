@@ -44,7 +44,12 @@ class SectionTimer {
 
   explicit SectionTimer(int num_ranks) : stamps_(static_cast<std::size_t>(num_ranks)) {}
 
-  /// Collective: a barrier lines the ranks up, then this rank runs `body` between two stamps.
+  /// Collective: a barrier lines the ranks up, this rank runs `body` between two stamps, and a
+  /// second barrier holds every rank until all have finished.
+  ///
+  /// NOTES: the closing barrier matters when ranks outnumber cores: without it, a rank that is
+  /// done moves on to the iteration's next (untimed) work and takes CPU from the ranks still in
+  /// the section, whose end stamps then measure that other work too.
   template <class Dev, class Body>
   void time(Dev& device, Section section, Body&& body) {
     RankStamps& mine = stamps_[static_cast<std::size_t>(device.rank())];
@@ -52,6 +57,7 @@ class SectionTimer {
     mine.start[index(section)] = Clock::now();
     body();
     mine.end[index(section)] = Clock::now();
+    device.barrier();
   }
 
   /// Collective: after it, seconds() sees every rank's stamps of this iteration, until the

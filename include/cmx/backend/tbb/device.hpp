@@ -61,22 +61,22 @@ class Device {
   void signal(const Symmetric& sym, int dst_rank, std::size_t offset, std::uint64_t sequence,
               std::int64_t payload) {
     check_access(sym, dst_rank, offset, kFlagBytes, "signal");
-    FlagWords flag = flag_at(sym, dst_rank, offset);
-    // The payload is written before the release store of the sequence, so a waiter that
-    // acquires the sequence reads this payload. A peer overwrites it only for a later sequence,
-    // which the protocol starts after this one was consumed.
+    FlagSlot flag = flag_at(sym, dst_rank, offset);
+    // The payload is written before the (seq_cst, so also release) store of the sequence, so a
+    // waiter that acquires the sequence reads this payload. A peer overwrites it only for a
+    // later sequence, which the protocol starts after this one was consumed.
     std::atomic_ref<std::int64_t>(*flag.payload).store(payload, std::memory_order_relaxed);
-    std::atomic_ref<std::uint64_t>(*flag.sequence).store(sequence, std::memory_order_release);
+    detail::store_and_wake(flag.wake, sequence);
   }
 
   std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t sequence,
                     const WaitSite& site) {
     check_access(sym, rank_, offset, kFlagBytes, "wait");
-    FlagWords flag = flag_at(sym, rank_, offset);
-    std::atomic_ref<std::uint64_t> seen(*flag.sequence);
+    FlagSlot flag = flag_at(sym, rank_, offset);
+    std::atomic_ref<std::uint64_t> seen(*flag.wake.word);
     detail::wait_until(
-        [&] { return seen.load(std::memory_order_acquire) >= sequence; }, world_->timeout(),
-        [&] {
+        [&] { return seen.load(std::memory_order_acquire) >= sequence; }, flag.wake,
+        world_->timeout(), [&] {
           std::ostringstream text;
           text << "rank " << rank_ << ": " << site.what << " waited for rank " << site.peer_rank;
           if (site.index >= 0) text << " (flag " << site.index << ")";
@@ -135,9 +135,10 @@ class Device {
   }
 
  private:
-  // A flag slot: the sequence at byte 0, the payload at byte 8, the rest of the 32 B unused.
-  struct FlagWords {
-    std::uint64_t* sequence;
+  // A flag slot: the sequence at byte 0, the payload at byte 8, the count of the owner's
+  // threads asleep on it at byte 16; the rest of the 32 B unused.
+  struct FlagSlot {
+    detail::WakeSite wake;  // the sequence, and its sleepers
     std::int64_t* payload;
   };
 
@@ -145,9 +146,10 @@ class Device {
     return sym.allocation->parts[static_cast<std::size_t>(rank)];
   }
 
-  static FlagWords flag_at(const Symmetric& sym, int rank, std::size_t offset) noexcept {
+  static FlagSlot flag_at(const Symmetric& sym, int rank, std::size_t offset) noexcept {
     std::byte* slot = part(sym, rank) + offset;
-    return {reinterpret_cast<std::uint64_t*>(slot), reinterpret_cast<std::int64_t*>(slot + 8)};
+    return {{reinterpret_cast<std::uint64_t*>(slot), reinterpret_cast<std::uint32_t*>(slot + 16)},
+            reinterpret_cast<std::int64_t*>(slot + 8)};
   }
 
   // The Ascend DMA rules, enforced here too so that a layout bug shows on the CPU: every access

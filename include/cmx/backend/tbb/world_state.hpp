@@ -3,6 +3,9 @@
 #pragma once
 
 #include <oneapi/tbb/task_arena.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -53,6 +56,9 @@ struct WorldConfig {
 };
 
 namespace detail {
+
+/// Huge page size for large symmetric parts (x86-64 and most Linux platforms).
+inline constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 
 /// One symmetric allocation: a part per rank, each allocated and first touched by its rank.
 struct SymmetricAllocation {
@@ -113,10 +119,17 @@ class WorldState {
         allocations_.push_back(std::make_unique<SymmetricAllocation>(num_ranks_));
       allocation = allocations_[index].get();
     }
-    const std::size_t rounded = round_up(std::max<std::size_t>(bytes, 1), kSymmetricAlignment);
-    void* part = std::aligned_alloc(kSymmetricAlignment, rounded);
+    // Parts of 2 MiB or more are 2 MiB-aligned and asked to be backed by huge pages: peer
+    // writes land megabytes apart (one segment per expert and source), and with 4 KiB pages
+    // nearly every row would miss the TLB.
+    const std::size_t alignment = bytes >= kHugePageBytes ? kHugePageBytes : kSymmetricAlignment;
+    const std::size_t rounded = round_up(std::max<std::size_t>(bytes, 1), alignment);
+    void* part = std::aligned_alloc(alignment, rounded);
     cmx::detail::require(part != nullptr, ErrorCode::capacity, "rank ", rank,
                          ": out of memory allocating ", rounded, " B of symmetric memory");
+#if defined(MADV_HUGEPAGE)
+    if (alignment == kHugePageBytes) madvise(part, rounded, MADV_HUGEPAGE);  // a hint: may fail
+#endif
     std::memset(part, 0, rounded);  // zero-filled, and first touched by the rank that owns it
     allocation->parts[static_cast<std::size_t>(rank)] = static_cast<std::byte*>(part);
     allocation->sizes[static_cast<std::size_t>(rank)] = bytes;
@@ -135,13 +148,18 @@ class WorldState {
     RankState& state = ranks_[static_cast<std::size_t>(rank)];
     const std::uint64_t generation = ++state.barrier_generation;
     state.arrived_generation.store(generation, std::memory_order_relaxed);
+    const WakeSite released{&barrier_released_, &barrier_sleepers_};
     if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) + 1 == num_ranks_) {
       barrier_count_.store(0, std::memory_order_relaxed);
-      barrier_released_.store(generation, std::memory_order_release);
+      store_and_wake(released, generation);  // seq_cst: releases what every rank wrote before
       return;
     }
     detail::wait_until(
-        [&] { return barrier_released_.load(std::memory_order_acquire) >= generation; }, timeout_,
+        [&] {
+          return std::atomic_ref<std::uint64_t>(barrier_released_).load(
+                     std::memory_order_acquire) >= generation;
+        },
+        released, timeout_,
         [&] {
           std::ostringstream missing;
           for (int peer = 0; peer < num_ranks_; ++peer)
@@ -170,7 +188,10 @@ class WorldState {
   std::mutex allocations_mutex_;
   std::vector<std::unique_ptr<SymmetricAllocation>> allocations_;
   std::atomic<int> barrier_count_{0};
-  std::atomic<std::uint64_t> barrier_released_{0};
+  // The last barrier generation released, and the ranks asleep waiting for the next one; plain
+  // words, accessed through std::atomic_ref, because a futex sleeps on their address.
+  alignas(8) std::uint64_t barrier_released_ = 0;
+  std::uint32_t barrier_sleepers_ = 0;
 };
 
 }  // namespace detail
