@@ -21,6 +21,55 @@ enum class Phase {
   failed,      ///< an error left peers in an unknown state: the buffer cannot be used again
 };
 
+template <Device Dev>
+class Buffer;
+
+namespace detail {
+
+/// What one rank's buffer remembers between the calls of a dispatch/combine pair: the kernels'
+/// state, reached through BufferAccess, not a user API.
+struct CallState {
+  Phase phase = Phase::idle;
+  std::uint64_t sequence = 0;                 // of the current (or last) pair; 0 before the first
+  int num_tokens = 0;                         // of the pending dispatch
+  std::vector<std::int32_t> slots;            // [max_tokens_per_rank][num_topk]: slot of (t, k)
+                                              // in its (expert, this rank) segment; -1 = masked
+  std::vector<std::int32_t> sent_per_expert;  // [num_experts] rows sent to each expert
+  std::vector<std::int32_t> received_counts;  // [num_local_experts][num_ranks] rows received
+
+  /// Starts a dispatch on `rank`: checks the order and returns its sequence number.
+  std::uint64_t begin_dispatch(int rank, int tokens) {
+    require_phase(Phase::idle, "dispatch", rank);
+    num_tokens = tokens;
+    return ++sequence;
+  }
+  /// Starts a combine on `rank`: checks the order and returns the sequence of its dispatch.
+  std::uint64_t begin_combine(int rank) const {
+    require_phase(Phase::dispatched, "combine", rank);
+    return sequence;
+  }
+
+ private:
+  void require_phase(Phase expected, const char* call, int rank) const {
+    cmx::detail::require(phase != Phase::failed, ErrorCode::state, "rank ", rank, ": ", call,
+                         " on a buffer that an earlier error left unusable; make a new one");
+    cmx::detail::require(phase == expected, ErrorCode::state, "rank ", rank, ": ", call,
+                         expected == Phase::idle ? " called twice without a combine between"
+                                                 : " called without a dispatch before it");
+  }
+};
+
+/// How the kernels (cmx::ep::dispatch, combine and their protocol helpers) reach a buffer's
+/// call state.
+struct BufferAccess {
+  template <Device Dev>
+  static CallState& state(Buffer<Dev>& buffer) noexcept {
+    return buffer.state_;
+  }
+};
+
+}  // namespace detail
+
 /// An expert-parallel buffer: made once per rank (collectively), then used by dispatch and
 /// combine call after call with nothing allocated or cleared per call.
 ///
@@ -36,13 +85,13 @@ class Buffer {
   Buffer(Dev device, const Config& config)
       : device_(device), config_(config), layout_(checked_layout()) {
     symmetric_ = device_.allocate_symmetric(layout_.total_bytes);
-    slots_.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
-                      static_cast<std::size_t>(config.num_topk),
-                  -1);
-    sent_per_expert_.assign(static_cast<std::size_t>(config.num_experts), 0);
-    received_counts_.assign(static_cast<std::size_t>(layout_.num_local_experts) *
-                                static_cast<std::size_t>(layout_.num_ranks),
-                            0);
+    state_.slots.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
+                            static_cast<std::size_t>(config.num_topk),
+                        -1);
+    state_.sent_per_expert.assign(static_cast<std::size_t>(config.num_experts), 0);
+    state_.received_counts.assign(static_cast<std::size_t>(layout_.num_local_experts) *
+                                      static_cast<std::size_t>(layout_.num_ranks),
+                                  0);
   }
 
   // One buffer per rank and call sequence: a copy would share the memory but not the sequence
@@ -57,44 +106,14 @@ class Buffer {
   /// Where everything lives in the symmetric part (the same on every rank).
   const Layout& layout() const noexcept { return layout_; }
   /// Where the buffer is in its dispatch/combine cycle.
-  Phase phase() const noexcept { return phase_; }
+  Phase phase() const noexcept { return state_.phase; }
+  /// Sequence number of the current (or last) dispatch/combine pair; 0 before the first.
+  std::uint64_t sequence() const noexcept { return state_.sequence; }
   /// The device (rank) the buffer was made on; kernels must be called with it.
   Dev& device() noexcept { return device_; }
   const Dev& device() const noexcept { return device_; }
-
-  // ---- call state, for the kernels (cmx::ep::dispatch and cmx::ep::combine) ----------------
-
-  /// The symmetric allocation laid out by layout().
+  /// The symmetric allocation laid out by layout(), for the kernels and for inspection.
   const typename Dev::Symmetric& symmetric() const noexcept { return symmetric_; }
-  /// Sequence number of the current (or last) dispatch/combine pair; 0 before the first.
-  std::uint64_t sequence() const noexcept { return sequence_; }
-  /// Tokens of the pending dispatch.
-  int num_tokens() const noexcept { return num_tokens_; }
-  /// [max_tokens_per_rank][num_topk] slot of (t, k) in its (expert, this rank) segment; -1 if
-  /// masked.
-  std::vector<std::int32_t>& slots() noexcept { return slots_; }
-  /// [num_experts] rows this rank sent to each expert in the pending dispatch.
-  std::vector<std::int32_t>& sent_per_expert() noexcept { return sent_per_expert_; }
-  /// [num_local_experts][num_ranks] rows received per segment in the pending dispatch.
-  std::vector<std::int32_t>& received_counts() noexcept { return received_counts_; }
-
-  /// Starts a dispatch: checks the order and returns its sequence number.
-  std::uint64_t begin_dispatch(int num_tokens) {
-    require_phase(Phase::idle, "dispatch");
-    num_tokens_ = num_tokens;
-    return ++sequence_;
-  }
-  /// Ends a dispatch that succeeded: combine is next.
-  void end_dispatch() noexcept { phase_ = Phase::dispatched; }
-  /// Starts a combine: checks the order and returns the sequence number of its dispatch.
-  std::uint64_t begin_combine() {
-    require_phase(Phase::dispatched, "combine");
-    return sequence_;
-  }
-  /// Ends a combine that succeeded: the next dispatch may start.
-  void end_combine() noexcept { phase_ = Phase::idle; }
-  /// Marks the buffer unusable (an error may have left peers mid-protocol).
-  void fail() noexcept { phase_ = Phase::failed; }
 
  private:
   // The 32-byte record each rank puts into every peer's config table.
@@ -140,24 +159,13 @@ class Buffer {
     }
   }
 
-  void require_phase(Phase expected, const char* call) const {
-    cmx::detail::require(phase_ != Phase::failed, ErrorCode::state, "rank ", device_.rank(), ": ",
-                         call, " on a buffer that an earlier error left unusable; make a new one");
-    cmx::detail::require(phase_ == expected, ErrorCode::state, "rank ", device_.rank(), ": ", call,
-                         expected == Phase::idle ? " called twice without a combine between"
-                                                 : " called without a dispatch before it");
-  }
-
   Dev device_;
   Config config_;
   Layout layout_;
   typename Dev::Symmetric symmetric_{};
-  Phase phase_ = Phase::idle;
-  std::uint64_t sequence_ = 0;
-  int num_tokens_ = 0;
-  std::vector<std::int32_t> slots_;
-  std::vector<std::int32_t> sent_per_expert_;
-  std::vector<std::int32_t> received_counts_;
+  detail::CallState state_;
+
+  friend struct detail::BufferAccess;
 };
 
 }  // namespace cmx::ep

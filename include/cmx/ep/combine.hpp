@@ -81,9 +81,10 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
     const auto& symmetric = buffer.symmetric();
     const int rank = device.rank();
     const int num_ranks = layout.num_ranks;
-    const std::uint64_t sequence = buffer.begin_combine();
-    const int num_tokens = buffer.num_tokens();
-    const std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
+    detail::CallState& state = detail::BufferAccess::state(buffer);
+    const std::uint64_t sequence = state.begin_combine(rank);
+    const int num_tokens = state.num_tokens;
+    const std::vector<std::int32_t>& counts = state.received_counts;  // [E_local][W]
     const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
 
     // Raises this rank's combine flag on every rank, with payload_of(that rank).
@@ -134,7 +135,7 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
     });
 
     // 4. Wait for every rank's rows; each must return exactly what it was sent.
-    const std::vector<std::int32_t>& sent = buffer.sent_per_expert();  // [num_experts]
+    const std::vector<std::int32_t>& sent = state.sent_per_expert;  // [num_experts]
     for (int peer = 0; peer < num_ranks; ++peer) {
       std::int64_t expected = 0;
       for (int e = 0; e < layout.num_local_experts; ++e)
@@ -148,7 +149,7 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
 
     // 5. Reduce each token's rows in k order: the accumulator and the result stay in local
     //    memory, one staged row at a time.
-    const std::vector<std::int32_t>& slots = buffer.slots();  // [T][K], -1 = masked
+    const std::vector<std::int32_t>& slots = state.slots;  // [T][K], -1 = masked
     device.launch(detail::num_blocks_for(device, num_tokens), [&](Block& block) {
       const auto [begin, end] = detail::block_range(num_tokens, block.index, block.count);
       const std::span<float> acc = block.local.take<float>(hidden);  // [hidden] fp32
@@ -173,7 +174,7 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
       }
     });
 
-    buffer.end_combine();
+    state.phase = Phase::idle;
   });
 }
 

@@ -103,9 +103,10 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
     const auto& symmetric = buffer.symmetric();
     const int rank = device.rank();
     const int num_topk = config.num_topk;
-    const std::uint64_t sequence = buffer.begin_dispatch(args.num_tokens);
-    std::vector<std::int32_t>& slots = buffer.slots();           // [T][K]
-    std::vector<std::int32_t>& sent = buffer.sent_per_expert();  // [num_experts]
+    detail::CallState& state = detail::BufferAccess::state(buffer);
+    const std::uint64_t sequence = state.begin_dispatch(rank, args.num_tokens);
+    std::vector<std::int32_t>& slots = state.slots;           // [T][K]
+    std::vector<std::int32_t>& sent = state.sent_per_expert;  // [num_experts]
 
     // Raises flag (e, this rank) on every rank for every expert e, with payload_of(e).
     const auto publish = [&](auto&& payload_of) {
@@ -172,14 +173,14 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
     publish([&](int expert) { return sent[static_cast<std::size_t>(expert)]; });
 
     // 5. Receive every segment's count.
-    std::vector<std::int32_t>& counts = buffer.received_counts();  // [E_local][W]
+    std::vector<std::int32_t>& counts = state.received_counts;  // [E_local][W]
     for (int e = 0; e < layout.num_local_experts; ++e)
       for (int src = 0; src < layout.num_ranks; ++src)
         counts[layout.segment(e, src)] =
             detail::wait_count(device, symmetric, layout.dispatch_flag(e, src), sequence,
                                WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
 
-    buffer.end_dispatch();
+    state.phase = Phase::dispatched;
     return Received(layout, config.precision, device.local(symmetric), counts.data(), sequence);
   });
 }

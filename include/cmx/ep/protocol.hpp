@@ -28,7 +28,7 @@ auto run_call(Dev& device, Buffer<Dev>& buffer, Body&& body) {
   try {
     return body();
   } catch (...) {
-    buffer.fail();
+    BufferAccess::state(buffer).phase = Phase::failed;  // peers may be mid-protocol
     throw;
   }
 }
