@@ -109,18 +109,21 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
             std::upper_bound(segment_end.begin(), segment_end.end(), begin) - segment_end.begin());
         for (std::int64_t row = begin; row < end; ++row) {
           while (row >= segment_end[segment]) ++segment;
-          const int expert = static_cast<int>(segment) / num_ranks;  // local
+          // segment = Layout::segment(local_expert, src)
+          const int local_expert = static_cast<int>(segment) / num_ranks;
           const int src = static_cast<int>(segment) % num_ranks;
           const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
           block.local.reset();
           const MessageMeta meta = device.stage_in(
               block.local,
-              reinterpret_cast<const MessageMeta*>(
-                  device.local(symmetric) + layout.message(expert, src, slot) + layout.row_bytes),
+              reinterpret_cast<const MessageMeta*>(device.local(symmetric) +
+                                                   layout.message(local_expert, src, slot) +
+                                                   layout.row_bytes),
               1)[0];
           const std::span<const bf16> out = device.stage_in(
               block.local,
-              args.expert_out.data() + layout.message_index(expert, src, slot) * hidden, hidden);
+              args.expert_out.data() + layout.message_index(local_expert, src, slot) * hidden,
+              hidden);
           device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
                      std::as_bytes(out));
         }
