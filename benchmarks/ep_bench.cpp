@@ -6,18 +6,22 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <exception>
 #include <iterator>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "cmx/cmx.hpp"
+#include "ep_summary.hpp"
 #include "lazy_array.hpp"
 #include "rank_timer.hpp"
+#include "suite.hpp"
 #include "unfused_baseline.hpp"
 
 namespace cmx::bench {
@@ -325,6 +329,52 @@ void register_ep_benchmarks(EpBenchSession& session, const EpShape& shape,
           ->Args({num_ranks, shape.num_tokens, shape.hidden, shape.num_topk})
           ->UseManualTime()
           ->Unit(benchmark::kMicrosecond);
+}
+
+namespace {
+
+/// The rank counts benchmarked (EP sizes).
+constexpr std::array<int, 4> kRankCounts = {2, 4, 8, 16};
+
+class EpSuite final : public Suite {
+ public:
+  void register_benchmarks() override {
+    register_ep_benchmarks(session_, shape_, kRankCounts);
+    std::string ranks;
+    for (const int num_ranks : kRankCounts) {
+      if (!ranks.empty()) ranks += ',';
+      ranks += std::to_string(num_ranks);
+    }
+    benchmark::AddCustomContext("cmx_ep_backend", "tbb: each rank a thread, one block per rank");
+    benchmark::AddCustomContext("cmx_ep_ranks", ranks);
+    benchmark::AddCustomContext(
+        "cmx_ep_workload", std::to_string(shape_.num_tokens) + " tokens/rank, hidden " +
+                               std::to_string(shape_.hidden) + ", top-" +
+                               std::to_string(shape_.num_topk) + " of " +
+                               std::to_string(shape_.num_experts) +
+                               " experts, uniform random routing; INT8 dispatch, bf16 combine");
+    benchmark::AddCustomContext(
+        "cmx_ep_bytes",
+        "per (token, expert) message: dispatch H + 4, combine 2H (as DeepEP counts); "
+        "GBps = one rank's bytes / latency, 1e9 B/s");
+  }
+
+  void print_summary(std::ostream& out, const std::vector<MeasuredRun>& runs,
+                     const PublishedTable& published) const override {
+    print_ep_summary(out, shape_, runs, published);
+  }
+
+  void finish() noexcept override { session_.discard(); }
+
+ private:
+  EpShape shape_;  // the DeepEP low-latency setting
+  EpBenchSession session_;
+};
+
+}  // namespace
+
+std::unique_ptr<Suite> make_ep_suite() {
+  return std::make_unique<EpSuite>();
 }
 
 }  // namespace cmx::bench

@@ -1,29 +1,29 @@
 // SPDX-License-Identifier: Apache-2.0
-// cmx_bench: cmx's EP dispatch and combine at the DeepEP low-latency setting on 2-16 emulated
-// ranks (Google Benchmark), then a summary beside the published figures.
+// cmx_bench: every kernel family of cmx on this machine (Google Benchmark), each beside its
+// baseline measured in the same run, then each family's summary beside the published figures.
 //
 //   cmx_bench [--published_numbers=PATH] [Google Benchmark flags]
 //
 // Defaults, each overridable on the command line: --benchmark_repetitions=3
 // --benchmark_min_time=0.2 --benchmark_display_aggregates_only=true
-// --benchmark_counters_tabular=true. Select rank counts with e.g.
+// --benchmark_counters_tabular=true. Select benchmarks with --benchmark_filter, e.g.
 // --benchmark_filter='ranks:(2|8)/'. The published figures are read from PATH, else
 // $CMX_PUBLISHED_NUMBERS, else the published_numbers.csv of the source tree. With a JSON or CSV
-// --benchmark_format the summary goes to stderr, so stdout stays machine-readable.
+// --benchmark_format the summaries go to stderr, so stdout stays machine-readable.
 #include <benchmark/benchmark.h>
 
 #include <array>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "ep_bench.hpp"
-#include "ep_workload.hpp"
 #include "published.hpp"
 #include "report.hpp"
+#include "suite.hpp"
 
 namespace {
 
@@ -39,14 +39,11 @@ constexpr std::array<const char*, 4> kDefaultFlags = {
     "--benchmark_counters_tabular=true",
 };
 
-/// The rank counts benchmarked (EP sizes).
-constexpr std::array<int, 4> kRankCounts = {2, 4, 8, 16};
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string published_path = CMX_BENCH_PUBLISHED_NUMBERS;
-  if (const char* from_env = std::getenv(kPublishedEnv)) published_path = from_env;
+  cmx::bench::PublishedTable published{.figures = {}, .path = CMX_BENCH_PUBLISHED_NUMBERS};
+  if (const char* from_env = std::getenv(kPublishedEnv)) published.path = from_env;
 
   // Google Benchmark's arguments: ours first, so that the user's override them; our own flag
   // taken out.
@@ -55,7 +52,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string_view argument = argv[i];
     if (argument.starts_with(kPublishedFlag))
-      published_path = argument.substr(kPublishedFlag.size());
+      published.path = argument.substr(kPublishedFlag.size());
     else
       arguments.emplace_back(argument);
   }
@@ -65,29 +62,28 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argument_count, argument_pointers.data());
   if (benchmark::ReportUnrecognizedArguments(argument_count, argument_pointers.data())) return 1;
 
-  std::vector<cmx::bench::PublishedFigure> published;
   try {
-    published = cmx::bench::load_published_figures(published_path);
+    published.figures = cmx::bench::load_published_figures(published.path);
   } catch (const std::exception& error) {
     std::cerr << "cmx_bench: " << error.what() << " (give its path with " << kPublishedFlag
               << "PATH or $" << kPublishedEnv << ")\n";
     return 1;
   }
 
-  const cmx::bench::EpShape shape;  // the DeepEP low-latency setting
-  cmx::bench::EpBenchSession session;
-  cmx::bench::register_ep_benchmarks(session, shape, kRankCounts);
-  cmx::bench::add_benchmark_context(shape, kRankCounts);
+  std::vector<std::unique_ptr<cmx::bench::Suite>> suites;
+  suites.push_back(cmx::bench::make_ep_suite());
+  cmx::bench::add_common_context();
+  for (const auto& suite : suites) suite->register_benchmarks();
 
   // Owned by Google Benchmark; it follows --benchmark_format.
   benchmark::BenchmarkReporter* display = benchmark::CreateDefaultDisplayReporter();
-  cmx::bench::SummaryCollector collector(*display);
+  cmx::bench::RunCollector collector(*display);
   benchmark::RunSpecifiedBenchmarks(&collector);
-  session.discard();
+  for (const auto& suite : suites) suite->finish();
 
   const bool display_is_table = dynamic_cast<benchmark::ConsoleReporter*>(display) != nullptr;
-  cmx::bench::print_summary(display_is_table ? std::cout : std::cerr, shape, collector.rows(),
-                            published, published_path);
+  std::ostream& summary = display_is_table ? std::cout : std::cerr;
+  for (const auto& suite : suites) suite->print_summary(summary, collector.runs(), published);
   benchmark::Shutdown();
   return 0;
 }

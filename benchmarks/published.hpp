@@ -37,6 +37,12 @@ struct PublishedFigure {
   bool is_primary() const;
 };
 
+/// The published figures cmx_bench compares against, and the file they were read from.
+struct PublishedTable {
+  std::vector<PublishedFigure> figures;
+  std::string path;
+};
+
 /// Reads every figure of a CSV file with the header
 ///   source,kernel,setting,metric,value,unit,notes
 /// (RFC 4180 quoting). Throws std::runtime_error naming the file and line on a malformed one.

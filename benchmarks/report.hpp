@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// cmx_bench's report: the context recorded with every run, a reporter that keeps each EP
-// benchmark's medians, and the summary printed after Google Benchmark's table.
+// cmx_bench's report: the context every run records, a reporter that keeps each benchmark's
+// median counters, and the pieces every suite's summary is printed with.
 #pragma once
 
 #include <benchmark/benchmark.h>
@@ -9,53 +9,70 @@
 #include <ostream>
 #include <span>
 #include <string>
-#include <utility>
+#include <string_view>
 #include <vector>
 
-#include "ep_workload.hpp"
 #include "published.hpp"
 
 namespace cmx::bench {
 
-/// Records the context of the run (backend, ranks, threads, ISA, workload, byte counting) in
-/// Google Benchmark's context block. Call before RunSpecifiedBenchmarks.
-void add_benchmark_context(const EpShape& shape, std::span<const int> rank_counts);
+/// What one benchmark measured: the median aggregate's counters when it has repetitions, else
+/// its single run's; or why it failed.
+struct MeasuredRun {
+  std::string name;  ///< the registered name without arguments, e.g. "dispatch", "gemm"
+  std::string args;  ///< the named arguments, e.g. "ranks:8/tokens:128/hidden:7168/topk:8"
+  std::map<std::string, double> counters;
+  std::string error;  ///< empty unless the benchmark failed
 
-/// What one EP benchmark measured: its counters (medians), or why it failed.
-struct MeasuredRow {
-  Kernel kernel = Kernel::dispatch;
-  int num_ranks = 0;
-  double latency_us = 0;
-  double gbps = 0;
-  double memcpy_gbps = 0;
-  double ratio_memcpy = 0;
-  double ratio_unfused = 0;
-  std::string error;  // empty unless the benchmark failed
+  /// The counter `key`, 0 if the run has none.
+  double counter(std::string_view key) const;
+  /// The value of named argument `key` ("ranks" of "ranks:8/..."), or `missing`.
+  long arg(std::string_view key, long missing = -1) const;
 };
 
-/// A display reporter that passes every call on to Google Benchmark's own display reporter
-/// (so --benchmark_format still decides the table) and keeps each EP benchmark's row: the
-/// median aggregate when there are repetitions, else the single run.
-class SummaryCollector final : public benchmark::BenchmarkReporter {
+/// Records the context every suite shares (hardware threads, compiled ISA) in Google
+/// Benchmark's context block. Call before RunSpecifiedBenchmarks.
+void add_common_context();
+
+/// A display reporter that passes every call on to Google Benchmark's own display reporter (so
+/// --benchmark_format still decides the table) and keeps each benchmark's MeasuredRun.
+class RunCollector final : public benchmark::BenchmarkReporter {
  public:
-  explicit SummaryCollector(benchmark::BenchmarkReporter& display) : display_(display) {}
+  explicit RunCollector(benchmark::BenchmarkReporter& display) : display_(display) {}
 
   bool ReportContext(const Context& context) override;
   void ReportRuns(const std::vector<Run>& runs) override;
   void Finalize() override;
 
-  /// The rows kept, by kernel then rank count.
-  std::vector<MeasuredRow> rows() const;
+  /// Every benchmark's run, in the order they finished.
+  const std::vector<MeasuredRun>& runs() const noexcept { return runs_; }
 
  private:
   benchmark::BenchmarkReporter& display_;
-  std::map<std::pair<Kernel, int>, MeasuredRow> rows_;  // by (kernel, num_ranks)
+  std::vector<MeasuredRun> runs_;
 };
 
-/// Prints the summary: per kernel and W, latency, GB/s, this machine's limit (memcpy) and the
-/// ratios, with the published figures of the same kernel and EP size beneath, then the sources.
-void print_summary(std::ostream& out, const EpShape& shape, const std::vector<MeasuredRow>& rows,
-                   const std::vector<PublishedFigure>& published,
-                   const std::string& published_path);
+/// Numbers the sources a summary cites, in order of first use, and prints them as footnotes.
+class Footnotes {
+ public:
+  /// The footnote number (from 1) of `source`.
+  std::size_t number(const std::string& source);
+  /// "[n]" for `source`.
+  std::string cite(const std::string& source);
+  /// The footnotes: each source verbatim with its weight, the machine and notes of its first
+  /// figure in `published`.
+  void print(std::ostream& out, const PublishedTable& published) const;
+
+ private:
+  std::vector<std::string> sources_;  // footnote i + 1 is sources_[i]
+};
+
+/// `value` with `decimals` digits after the point.
+std::string fixed(double value, int decimals);
+
+/// One row of a summary table: cell i in |widths[i]| characters, left-aligned where the width
+/// is negative, else right-aligned (a cell past the widths takes the last one).
+void print_row(std::ostream& out, std::span<const int> widths,
+               const std::vector<std::string>& cells);
 
 }  // namespace cmx::bench

@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+// The EP suite's summary: cmx's dispatch and combine per EP size beside the published figures
+// of the same kernel and EP size.
+#include "ep_summary.hpp"
+
+#include <algorithm>
+#include <array>
+#include <thread>
+#include <utility>
+
+#include "ep_bench.hpp"
+
+namespace cmx::bench {
+namespace {
+
+/// A published system's figures for one kernel and EP size: "-" where a metric is missing.
+struct PublishedEntry {
+  std::string source;
+  std::string system;
+  std::string latency = "-";
+  std::string bandwidth = "-";
+};
+
+// Column widths of the summary table, in characters (negative: left-aligned).
+constexpr std::array<int, 4> kWidths = {-9, 4, -36, 14};
+
+/// The published figures of `kernel` at EP size `num_ranks`, a latency and a bandwidth per
+/// (source, system), in file order.
+std::vector<PublishedEntry> published_entries(const std::vector<PublishedFigure>& published,
+                                              Kernel kernel, int num_ranks) {
+  std::vector<PublishedEntry> entries;
+  for (const PublishedFigure& figure : published) {
+    if (figure.ep_kernel() != kernel || figure.num_ranks() != num_ranks) continue;
+    auto entry = std::find_if(entries.begin(), entries.end(), [&](const PublishedEntry& e) {
+      return e.source == figure.source && e.system == figure.system();
+    });
+    if (entry == entries.end())
+      entry = entries.insert(entries.end(), {.source = figure.source, .system = figure.system()});
+    if (figure.is_latency()) entry->latency = figure.value;
+    if (figure.is_bandwidth()) entry->bandwidth = figure.value;
+  }
+  return entries;
+}
+
+void print_preamble(std::ostream& out, const EpShape& shape) {
+  out << "\n=== cmx expert-parallel kernels beside published figures ===\n"
+      << "Workload: " << shape.num_tokens << " tokens per rank, hidden " << shape.hidden << ", top-"
+      << shape.num_topk << " of " << shape.num_experts
+      << " experts, uniform random routing (DeepEP's low-latency test); INT8 dispatch, bf16 "
+         "combine.\n"
+      << "Bytes per (token, expert) message, as DeepEP counts them: dispatch "
+      << message_bytes(Kernel::dispatch, shape.hidden) << " B (H + 4), combine "
+      << message_bytes(Kernel::combine, shape.hidden)
+      << " B (2H). GB/s = one rank's bytes / latency, GB = 1e9 B. cmx figures are medians.\n"
+      << "This machine is a CPU with " << std::thread::hardware_concurrency()
+      << " hardware threads emulating each rank as a thread (tbb backend, one block per rank);\n"
+      << "the published systems are 8-16 accelerators on dedicated links. So compare each "
+         "figure's ratio to its own machine's limit, not absolute speed.\n"
+      << "memcpy GB/s: the same bytes per rank copied by memcpy, all ranks at once: this "
+         "machine's limit.\n"
+      << "ratio_memcpy = GB/s / memcpy GB/s. ratio_unfused = unfused baseline time / cmx time.\n\n";
+}
+
+/// The link limits the published sources state (rows of a link's maximum bandwidth).
+void print_link_limits(std::ostream& out, const std::vector<PublishedFigure>& published,
+                       Footnotes& footnotes) {
+  bool printed_title = false;
+  for (const PublishedFigure& limit : published) {
+    if (limit.ep_kernel() || limit.metric.find("maximum bandwidth") == std::string::npos) continue;
+    if (!std::exchange(printed_title, true))
+      out << "\nStated link limits of the published machines:\n";
+    out << "  " << limit.kernel << ": " << limit.value << ' ' << limit.unit << " (" << limit.metric
+        << ") " << footnotes.cite(limit.source) << '\n';
+  }
+}
+
+}  // namespace
+
+void print_ep_summary(std::ostream& out, const EpShape& shape, const std::vector<MeasuredRun>& runs,
+                      const PublishedTable& published) {
+  std::vector<const MeasuredRun*> rows;
+  for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+    for (const MeasuredRun& run : runs)
+      if (run.name == to_string(kernel) && run.arg("ranks") > 0) rows.push_back(&run);
+  if (rows.empty()) return;
+
+  print_preamble(out, shape);
+  Footnotes footnotes;
+  print_row(out, kWidths,
+            {"kernel", "EP", "  system", "latency_us", "GB/s", "memcpy GB/s", "ratio_memcpy",
+             "ratio_unfused"});
+  for (const MeasuredRun* row : rows) {
+    const int num_ranks = static_cast<int>(row->arg("ranks"));
+    const Kernel kernel =
+        row->name == to_string(Kernel::dispatch) ? Kernel::dispatch : Kernel::combine;
+    if (!row->error.empty()) {
+      print_row(out, kWidths, {row->name, std::to_string(num_ranks), "  cmx: failed"});
+      out << "    " << row->error << '\n';
+      continue;
+    }
+    print_row(out, kWidths,
+              {row->name, std::to_string(num_ranks), "  cmx (this machine)",
+               fixed(row->counter(counter::kLatencyUs), 1), fixed(row->counter(counter::kGBps), 2),
+               fixed(row->counter(counter::kMemcpyGBps), 2),
+               fixed(row->counter(counter::kRatioMemcpy), 2),
+               fixed(row->counter(counter::kRatioUnfused), 2)});
+    for (const PublishedEntry& entry : published_entries(published.figures, kernel, num_ranks)) {
+      std::string system = "  ";  // (built with +=: GCC 12 warns falsely on chained + here)
+      system += entry.system;
+      system += ' ';
+      system += footnotes.cite(entry.source);
+      print_row(out, kWidths, {"", "", system, entry.latency, entry.bandwidth});
+    }
+  }
+  print_link_limits(out, published.figures, footnotes);
+  footnotes.print(out, published);
+}
+
+}  // namespace cmx::bench
