@@ -115,8 +115,12 @@ class RankBench {
   ep::DispatchArgs dispatch_args() const {
     return {.x = inputs_.x, .topk_idx = inputs_.topk_idx, .num_tokens = num_tokens()};
   }
+  // A zero-copy buffer's combine reads the outputs from the buffer: expert_out stays empty.
   ep::CombineArgs combine_args(std::vector<bf16>& y) const {
-    return {.expert_out = expert_out_.span(), .topk_weights = inputs_.topk_weights, .y = y};
+    const bool zero_copy = buffer_.config().combine_source == ep::CombineSource::buffer;
+    return {.expert_out = zero_copy ? std::span<const bf16>() : expert_out_.span(),
+            .topk_weights = inputs_.topk_weights,
+            .y = y};
   }
 
   template <class... Parts>
@@ -147,14 +151,18 @@ class RankBench {
       }
   }
 
+  // Into the baseline's tensor and, for a zero-copy buffer, into the buffer's own.
   void write_expert_outputs(const ep::Received& received) {
     const ep::Layout& layout = buffer_.layout();
+    const bool zero_copy = buffer_.config().combine_source == ep::CombineSource::buffer;
     for (int expert = 0; expert < received.num_local_experts(); ++expert)
       for (int src = 0; src < received.num_ranks(); ++src)
         for (int slot = 0; slot < received.count(expert, src); ++slot) {
           const int token = received.meta(expert, src, slot).src_token;
-          bf16* row = expert_out_.data() + layout.message_index(expert, src, slot) * hidden();
+          const std::size_t offset = layout.message_index(expert, src, slot) * hidden();
+          bf16* row = expert_out_.data() + offset;
           for (std::size_t h = 0; h < hidden(); ++h) row[h] = expert_output_value(expert, token, h);
+          if (zero_copy) std::copy(row, row + hidden(), buffer_.expert_out().data() + offset);
         }
   }
 
@@ -319,12 +327,18 @@ void run_ep_benchmark(benchmark::State& state, Kernel kernel, EpShape shape,
 
 void register_ep_benchmarks(EpBenchSession& session, const EpShape& shape,
                             std::span<const int> rank_counts) {
+  EpShape zero_copy = shape;
+  zero_copy.combine_source = ep::CombineSource::buffer;
+  // (kernel, shape): dispatch and combine share a World; the zero-copy combine has its own.
+  const std::pair<Kernel, EpShape> runs[] = {
+      {Kernel::dispatch, shape}, {Kernel::combine, shape}, {Kernel::combine, zero_copy}};
   for (const int num_ranks : rank_counts)
-    for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
-      benchmark::RegisterBenchmark(to_string(kernel),
-                                   [&session, kernel, shape](benchmark::State& state) {
-                                     run_ep_benchmark(state, kernel, shape, session);
-                                   })
+    for (const auto& [kernel, run_shape] : runs)
+      benchmark::RegisterBenchmark(
+          benchmark_name(kernel, run_shape.combine_source),
+          [&session, kernel = kernel, run_shape = run_shape](benchmark::State& state) {
+            run_ep_benchmark(state, kernel, run_shape, session);
+          })
           ->ArgNames({"ranks", "tokens", "hidden", "topk"})
           ->Args({num_ranks, shape.num_tokens, shape.hidden, shape.num_topk})
           ->UseManualTime()

@@ -22,7 +22,7 @@ struct PublishedEntry {
 };
 
 // Column widths of the summary table, in characters (negative: left-aligned).
-constexpr std::array<int, 4> kWidths = {-9, 4, -36, 14};
+constexpr std::array<int, 4> kWidths = {-18, 4, -36, 14};
 
 /// The published figures of `kernel` at EP size `num_ranks`, a latency and a bandwidth per
 /// (source, system), in file order.
@@ -58,6 +58,10 @@ void print_preamble(std::ostream& out, const EpShape& shape) {
          "figure's ratio to its own machine's limit, not absolute speed.\n"
       << "memcpy GB/s: the same bytes per rank copied by memcpy, all ranks at once: this "
          "machine's limit.\n"
+      << "combine: expert outputs in the caller's memory, copied back to each source rank, "
+         "which reduces them; combine_zero_copy: written in place into the buffer, each source\n"
+      << "rank reads its rows from the expert ranks as it reduces them (DeepEP's zero-copy "
+         "combine). The same bytes are counted for both.\n"
       << "ratio_memcpy = GB/s / memcpy GB/s. ratio_unfused = unfused baseline time / cmx time.\n\n";
 }
 
@@ -78,40 +82,54 @@ void print_link_limits(std::ostream& out, const std::vector<PublishedFigure>& pu
 
 void print_ep_summary(std::ostream& out, const EpShape& shape, const std::vector<MeasuredRun>& runs,
                       const PublishedTable& published) {
-  std::vector<const MeasuredRun*> rows;
-  for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
-    for (const MeasuredRun& run : runs)
-      if (run.name == to_string(kernel) && run.arg("ranks") > 0) rows.push_back(&run);
-  if (rows.empty()) return;
+  // The EP sizes measured, in increasing order.
+  std::vector<int> rank_counts;
+  for (const MeasuredRun& run : runs)
+    if (run.name == to_string(Kernel::dispatch) || run.name == to_string(Kernel::combine) ||
+        run.name == benchmark_name(Kernel::combine, ep::CombineSource::buffer))
+      rank_counts.push_back(static_cast<int>(run.arg("ranks")));
+  std::sort(rank_counts.begin(), rank_counts.end());
+  rank_counts.erase(std::unique(rank_counts.begin(), rank_counts.end()), rank_counts.end());
+  if (rank_counts.empty()) return;
 
   print_preamble(out, shape);
   Footnotes footnotes;
   print_row(out, kWidths,
             {"kernel", "EP", "  system", "latency_us", "GB/s", "memcpy GB/s", "ratio_memcpy",
              "ratio_unfused"});
-  for (const MeasuredRun* row : rows) {
-    const int num_ranks = static_cast<int>(row->arg("ranks"));
-    const Kernel kernel =
-        row->name == to_string(Kernel::dispatch) ? Kernel::dispatch : Kernel::combine;
-    if (!row->error.empty()) {
-      print_row(out, kWidths, {row->name, std::to_string(num_ranks), "  cmx: failed"});
-      out << "    " << row->error << '\n';
-      continue;
+  // Per kernel and W: cmx's rows (combine: from the caller's memory, then zero-copy), then the
+  // published figures of that kernel and EP size.
+  for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+    for (const int num_ranks : rank_counts) {
+      for (const auto source : {ep::CombineSource::caller_memory, ep::CombineSource::buffer}) {
+        const std::string name = benchmark_name(kernel, source);
+        const auto row = std::find_if(runs.begin(), runs.end(), [&](const MeasuredRun& run) {
+          return run.name == name && run.arg("ranks") == num_ranks;
+        });
+        if (row == runs.end() ||
+            (kernel == Kernel::dispatch && source == ep::CombineSource::buffer))
+          continue;
+        if (!row->error.empty()) {
+          print_row(out, kWidths, {name, std::to_string(num_ranks), "  cmx: failed"});
+          out << "    " << row->error << '\n';
+          continue;
+        }
+        print_row(
+            out, kWidths,
+            {name, std::to_string(num_ranks), "  cmx (this machine)",
+             fixed(row->counter(counter::kLatencyUs), 1), fixed(row->counter(counter::kGBps), 2),
+             fixed(row->counter(counter::kMemcpyGBps), 2),
+             fixed(row->counter(counter::kRatioMemcpy), 2),
+             fixed(row->counter(counter::kRatioUnfused), 2)});
+      }
+      for (const PublishedEntry& entry : published_entries(published.figures, kernel, num_ranks)) {
+        std::string system = "  ";  // (built with +=: GCC 12 warns falsely on chained + here)
+        system += entry.system;
+        system += ' ';
+        system += footnotes.cite(entry.source);
+        print_row(out, kWidths, {"", "", system, entry.latency, entry.bandwidth});
+      }
     }
-    print_row(out, kWidths,
-              {row->name, std::to_string(num_ranks), "  cmx (this machine)",
-               fixed(row->counter(counter::kLatencyUs), 1), fixed(row->counter(counter::kGBps), 2),
-               fixed(row->counter(counter::kMemcpyGBps), 2),
-               fixed(row->counter(counter::kRatioMemcpy), 2),
-               fixed(row->counter(counter::kRatioUnfused), 2)});
-    for (const PublishedEntry& entry : published_entries(published.figures, kernel, num_ranks)) {
-      std::string system = "  ";  // (built with +=: GCC 12 warns falsely on chained + here)
-      system += entry.system;
-      system += ' ';
-      system += footnotes.cite(entry.source);
-      print_row(out, kWidths, {"", "", system, entry.latency, entry.bandwidth});
-    }
-  }
   print_link_limits(out, published.figures, footnotes);
   footnotes.print(out, published);
 }

@@ -21,6 +21,13 @@ inline const char* to_string(Kernel kernel) noexcept {
   return kernel == Kernel::dispatch ? "dispatch" : "combine";
 }
 
+/// The benchmark name of `kernel` on a buffer whose combine reads from `source`:
+/// "dispatch", "combine" or "combine_zero_copy".
+inline const char* benchmark_name(Kernel kernel, ep::CombineSource source) noexcept {
+  if (kernel == Kernel::combine && source == ep::CombineSource::buffer) return "combine_zero_copy";
+  return to_string(kernel);
+}
+
 /// The shape of one benchmark. Sizes are per rank, as in DeepEP's low-latency test (decode:
 /// 128 tokens per rank, DeepSeek-V3 hidden size 7168, top-8 of 256 routed experts).
 struct EpShape {
@@ -29,6 +36,9 @@ struct EpShape {
   int hidden = 7168;      ///< H: elements per token row
   int num_topk = 8;       ///< K: experts per token
   int num_experts = 256;  ///< E: routed experts over all ranks
+  /// Where combine reads the expert outputs: the caller's tensor (copied back), or the
+  /// buffer's own (zero-copy).
+  ep::CombineSource combine_source = ep::CombineSource::caller_memory;
 
   /// INT8 dispatch (bf16 combine is the only combine), capacity exactly T.
   ep::Config config() const noexcept {
@@ -36,7 +46,8 @@ struct EpShape {
             .max_tokens_per_rank = num_tokens,
             .hidden = hidden,
             .num_topk = num_topk,
-            .precision = ep::DispatchPrecision::int8};
+            .precision = ep::DispatchPrecision::int8,
+            .combine_source = combine_source};
   }
 
   friend bool operator==(const EpShape&, const EpShape&) = default;

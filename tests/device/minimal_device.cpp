@@ -68,6 +68,12 @@ class MinimalDevice {
     return tile;
   }
   template <class T>
+  std::span<const T> stage_in_peer(cmx::LocalArena& local, const Symmetric& sym, int,
+                                   std::size_t offset, std::size_t count) {
+    REQUIRE(offset + count * sizeof(T) <= sym.bytes);
+    return stage_in(local, reinterpret_cast<const T*>(sym.base + offset), count);
+  }
+  template <class T>
   void load(std::span<T> tile, const T* global) {
     std::memcpy(tile.data(), global, tile.size_bytes());
   }
@@ -106,20 +112,22 @@ static_assert(!cmx::Device<NotADevice>);
 
 TEST_CASE("dispatch and combine run on a device with only the required members") {
   namespace ep = cmx::ep;
-  for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
-    const ep::Config config{.num_experts = 8,
-                            .max_tokens_per_rank = 12,
-                            .hidden = 2048,
-                            .num_topk = 4,
-                            .precision = precision};
-    const auto inputs = cmx::test::make_inputs(config, 1, {11}, cmx::test::Routing::uniform, 4);
-    const auto expected = cmx::reference::dispatch(config, 1, inputs);
-    MinimalDevice device;
-    ep::Buffer<MinimalDevice> buffer(device, config);
-    for (int round = 0; round < 3; ++round) {
-      const std::string mismatch =
-          cmx::test::checked_round(device, buffer, inputs, expected, cmx::test::no_pause);
-      CHECK_MESSAGE(mismatch.empty(), mismatch);
+  for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16})
+    for (const auto source : {ep::CombineSource::caller_memory, ep::CombineSource::buffer}) {
+      const ep::Config config{.num_experts = 8,
+                              .max_tokens_per_rank = 12,
+                              .hidden = 2048,
+                              .num_topk = 4,
+                              .precision = precision,
+                              .combine_source = source};
+      const auto inputs = cmx::test::make_inputs(config, 1, {11}, cmx::test::Routing::uniform, 4);
+      const auto expected = cmx::reference::dispatch(config, 1, inputs);
+      MinimalDevice device;
+      ep::Buffer<MinimalDevice> buffer(device, config);
+      for (int round = 0; round < 3; ++round) {
+        const std::string mismatch =
+            cmx::test::checked_round(device, buffer, inputs, expected, cmx::test::no_pause);
+        CHECK_MESSAGE(mismatch.empty(), mismatch);
+      }
     }
-  }
 }

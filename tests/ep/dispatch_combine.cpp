@@ -27,14 +27,19 @@ struct Case {
   ep::DispatchPrecision precision = ep::DispatchPrecision::int8;
   Routing routing = Routing::uniform;
   int blocks_per_rank = 0;
+  ep::CombineSource combine_source = ep::CombineSource::caller_memory;
 };
+
+constexpr ep::CombineSource kCombineSources[] = {ep::CombineSource::caller_memory,
+                                                 ep::CombineSource::buffer};
 
 std::string describe(const Case& c) {
   std::ostringstream text;
   text << "ranks " << c.num_ranks << " experts " << c.num_experts << " hidden " << c.hidden
        << " topk " << c.num_topk << " capacity " << c.capacity << " "
        << (c.precision == ep::DispatchPrecision::int8 ? "int8" : "bf16") << " "
-       << to_string(c.routing) << " blocks " << c.blocks_per_rank;
+       << to_string(c.routing) << " blocks " << c.blocks_per_rank << " combine from "
+       << (c.combine_source == ep::CombineSource::buffer ? "buffer" : "caller memory");
   return text.str();
 }
 
@@ -43,7 +48,8 @@ ep::Config config_of(const Case& c) {
           .max_tokens_per_rank = c.capacity,
           .hidden = c.hidden,
           .num_topk = c.num_topk,
-          .precision = c.precision};
+          .precision = c.precision,
+          .combine_source = c.combine_source};
 }
 
 std::vector<int> random_token_counts(int num_ranks, int capacity, std::uint64_t seed) {
@@ -88,7 +94,8 @@ TEST_CASE("dispatch and combine match the reference for every rank count and top
                    .num_experts = num_ranks * experts_per_rank,
                    .hidden = hidden,
                    .num_topk = num_topk,
-                   .capacity = num_ranks >= 16 ? 8 : 24};
+                   .capacity = num_ranks >= 16 ? 8 : 24,
+                   .combine_source = kCombineSources[index % 2]};
       check_one_round(c, random_token_counts(num_ranks, c.capacity, 17u * index), 1234u + index);
     }
   }
@@ -100,15 +107,18 @@ TEST_CASE("every routing pattern, in int8 and bf16, on 1, 4 and 64 ranks" *
     for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16}) {
       for (const Routing routing :
            {Routing::uniform, Routing::one_expert, Routing::all_masked, Routing::same_rank}) {
-        const int experts_per_rank = num_ranks == 64 ? 2 : 32 / num_ranks;
-        const Case c{.num_ranks = num_ranks,
-                     .num_experts = num_ranks * experts_per_rank,
-                     .hidden = num_ranks == 64 ? 48 : 128,
-                     .num_topk = 8,
-                     .capacity = 16,
-                     .precision = precision,
-                     .routing = routing};
-        check_one_round(c, random_token_counts(num_ranks, c.capacity, 31u + num_ranks), 99);
+        for (const ep::CombineSource source : kCombineSources) {
+          const int experts_per_rank = num_ranks == 64 ? 2 : 32 / num_ranks;
+          const Case c{.num_ranks = num_ranks,
+                       .num_experts = num_ranks * experts_per_rank,
+                       .hidden = num_ranks == 64 ? 48 : 128,
+                       .num_topk = 8,
+                       .capacity = 16,
+                       .precision = precision,
+                       .routing = routing,
+                       .combine_source = source};
+          check_one_round(c, random_token_counts(num_ranks, c.capacity, 31u + num_ranks), 99);
+        }
       }
     }
   }
@@ -123,33 +133,45 @@ TEST_CASE("the size limits: top-16 with every choice taken, at hidden 7168 and 1
                  .num_topk = ep::kMaxTopk,
                  .capacity = 3};
     // same_rank with 16 experts per rank fills all 16 choices of every token.
-    Case full = c;
-    full.routing = Routing::same_rank;
-    check_one_round(full, {3, 2}, 5);
+    for (const ep::CombineSource source : kCombineSources) {
+      Case full = c;
+      full.routing = Routing::same_rank;
+      full.combine_source = source;
+      check_one_round(full, {3, 2}, 5);
+    }
   }
 }
 
 TEST_CASE("a rank with no tokens, and every rank at full capacity" *
           doctest::test_suite("concurrent")) {
-  const Case c{.num_ranks = 4, .num_experts = 16, .hidden = 64, .num_topk = 4, .capacity = 12};
-  check_one_round(c, {5, 0, 7, 3}, 7);
-  check_one_round(c, {0, 0, 0, 0}, 8);
-  check_one_round(c, {12, 12, 12, 12}, 9);
-  Case one_expert = c;
-  one_expert.routing = Routing::one_expert;  // every token of every rank to expert 0
-  check_one_round(one_expert, {12, 12, 12, 12}, 10);
+  for (const ep::CombineSource source : kCombineSources) {
+    const Case c{.num_ranks = 4,
+                 .num_experts = 16,
+                 .hidden = 64,
+                 .num_topk = 4,
+                 .capacity = 12,
+                 .combine_source = source};
+    check_one_round(c, {5, 0, 7, 3}, 7);
+    check_one_round(c, {0, 0, 0, 0}, 8);
+    check_one_round(c, {12, 12, 12, 12}, 9);
+    Case one_expert = c;
+    one_expert.routing = Routing::one_expert;  // every token of every rank to expert 0
+    check_one_round(one_expert, {12, 12, 12, 12}, 10);
+  }
 }
 
 TEST_CASE("block counts do not change a bit" * doctest::test_suite("concurrent")) {
-  for (const int blocks : {1, 2, 3, 7}) {
-    const Case c{.num_ranks = 3,
-                 .num_experts = 12,
-                 .hidden = 96,
-                 .num_topk = 6,
-                 .capacity = 20,
-                 .blocks_per_rank = blocks};
-    check_one_round(c, {20, 13, 1}, 21);
-  }
+  for (const int blocks : {1, 2, 3, 7})
+    for (const ep::CombineSource source : kCombineSources) {
+      const Case c{.num_ranks = 3,
+                   .num_experts = 12,
+                   .hidden = 96,
+                   .num_topk = 6,
+                   .capacity = 20,
+                   .blocks_per_rank = blocks,
+                   .combine_source = source};
+      check_one_round(c, {20, 13, 1}, 21);
+    }
 }
 
 namespace {
@@ -192,47 +214,63 @@ void check_skewed_rounds(const Case& c, int num_rounds) {
 }  // namespace
 
 TEST_CASE("skewed rank speeds over many rounds" * doctest::test_suite("concurrent")) {
-  check_skewed_rounds({.num_ranks = 8,
-                       .num_experts = 32,
-                       .hidden = 64,
-                       .num_topk = 8,
-                       .capacity = 16,
-                       .blocks_per_rank = 2},
-                      12);
-  check_skewed_rounds(
-      {.num_ranks = 24, .num_experts = 48, .hidden = 32, .num_topk = 6, .capacity = 8}, 4);
+  for (const ep::CombineSource source : kCombineSources) {
+    check_skewed_rounds({.num_ranks = 8,
+                         .num_experts = 32,
+                         .hidden = 64,
+                         .num_topk = 8,
+                         .capacity = 16,
+                         .blocks_per_rank = 2,
+                         .combine_source = source},
+                        12);
+    check_skewed_rounds({.num_ranks = 24,
+                         .num_experts = 48,
+                         .hidden = 32,
+                         .num_topk = 6,
+                         .capacity = 8,
+                         .combine_source = source},
+                        4);
+  }
 }
 
 TEST_CASE("1000 back-to-back rounds reuse the same buffers" * doctest::test_suite("concurrent")) {
-  const Case c{.num_ranks = 4, .num_experts = 16, .hidden = 32, .num_topk = 4, .capacity = 8};
-  const ep::Config config = config_of(c);
-  constexpr int kRounds = 1000;
-  constexpr int kDistinctInputs = 50;  // inputs change every round; 50 sets keep memory small
-  std::vector<std::vector<cmx::reference::EpRankInput>> inputs;
-  std::vector<cmx::reference::DispatchedRows> expected;
-  for (int i = 0; i < kDistinctInputs; ++i) {
-    inputs.push_back(cmx::test::make_inputs(
-        config, c.num_ranks, random_token_counts(c.num_ranks, c.capacity, 900u + i),
-        i % 5 == 4 ? Routing::same_rank : Routing::uniform, 1900u + i));
-    expected.push_back(cmx::reference::dispatch(config, c.num_ranks, inputs.back()));
-  }
-  World world({.num_ranks = c.num_ranks});
-  std::vector<std::string> mismatch(static_cast<std::size_t>(c.num_ranks));
-  world.run([&](Device device) {
-    ep::Buffer<Device> buffer(device, config);
-    for (int round = 0; round < kRounds; ++round) {
-      const int i = round % kDistinctInputs;
-      std::string m =
-          cmx::test::checked_round(device, buffer, inputs[i], expected[i], cmx::test::no_pause);
-      if (!m.empty()) {
-        mismatch[static_cast<std::size_t>(device.rank())] =
-            "round " + std::to_string(round) + ": " + m;
-        // keep going: the other ranks need this one's flags to finish their rounds
-      }
+  for (const ep::CombineSource source : kCombineSources) {
+    const Case c{.num_ranks = 4,
+                 .num_experts = 16,
+                 .hidden = 32,
+                 .num_topk = 4,
+                 .capacity = 8,
+                 .combine_source = source};
+    INFO(describe(c));
+    const ep::Config config = config_of(c);
+    constexpr int kRounds = 1000;
+    constexpr int kDistinctInputs = 50;  // inputs change every round; 50 sets keep memory small
+    std::vector<std::vector<cmx::reference::EpRankInput>> inputs;
+    std::vector<cmx::reference::DispatchedRows> expected;
+    for (int i = 0; i < kDistinctInputs; ++i) {
+      inputs.push_back(cmx::test::make_inputs(
+          config, c.num_ranks, random_token_counts(c.num_ranks, c.capacity, 900u + i),
+          i % 5 == 4 ? Routing::same_rank : Routing::uniform, 1900u + i));
+      expected.push_back(cmx::reference::dispatch(config, c.num_ranks, inputs.back()));
     }
-    CHECK(buffer.sequence() == kRounds);
-  });
-  for (const std::string& m : mismatch) CHECK_MESSAGE(m.empty(), m);
+    World world({.num_ranks = c.num_ranks});
+    std::vector<std::string> mismatch(static_cast<std::size_t>(c.num_ranks));
+    world.run([&](Device device) {
+      ep::Buffer<Device> buffer(device, config);
+      for (int round = 0; round < kRounds; ++round) {
+        const int i = round % kDistinctInputs;
+        std::string m =
+            cmx::test::checked_round(device, buffer, inputs[i], expected[i], cmx::test::no_pause);
+        if (!m.empty()) {
+          mismatch[static_cast<std::size_t>(device.rank())] =
+              "round " + std::to_string(round) + ": " + m;
+          // keep going: the other ranks need this one's flags to finish their rounds
+        }
+      }
+      CHECK(buffer.sequence() == kRounds);
+    });
+    for (const std::string& m : mismatch) CHECK_MESSAGE(m.empty(), m);
+  }
 }
 
 TEST_CASE("the same input delivers the same bytes, padding included, after other rounds" *
@@ -284,7 +322,7 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
               }
           snapshots.push_back(std::move(bytes));
         }
-        std::vector<bf16> expert_out;
+        std::vector<bf16> expert_out(layout.num_messages() * 80);
         cmx::test::run_stand_in_experts(received, layout, device.rank(), expert_out);
         std::vector<bf16> y(input.x.size());
         ep::combine(device, buffer,
@@ -306,6 +344,13 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
 
 TEST_CASE("320 ranks, the CloudMatrix EP320 decode setting, with a small hidden size" *
           doctest::test_suite("many_ranks")) {
-  const Case c{.num_ranks = 320, .num_experts = 320, .hidden = 16, .num_topk = 8, .capacity = 4};
-  check_one_round(c, random_token_counts(c.num_ranks, c.capacity, 320), 320);
+  for (const ep::CombineSource source : kCombineSources) {
+    const Case c{.num_ranks = 320,
+                 .num_experts = 320,
+                 .hidden = 16,
+                 .num_topk = 8,
+                 .capacity = 4,
+                 .combine_source = source};
+    check_one_round(c, random_token_counts(c.num_ranks, c.capacity, 320), 320);
+  }
 }

@@ -2,12 +2,15 @@
 // Shared by the ep tests: input generators, the expert stand-in, and one checked EP round.
 #pragma once
 
+#include <doctest/doctest.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -147,11 +150,12 @@ inline std::string compare_received(const ep::Received& received, int rank,
   return "";
 }
 
-/// Fills expert_out [E_local][W][capacity][H] with the stand-in expert's rows for what arrived.
+/// Writes the stand-in expert's rows for what arrived into expert_out
+/// [E_local][W][capacity][H]: a caller's tensor, or Buffer::expert_out().
 inline void run_stand_in_experts(const ep::Received& received, const ep::Layout& layout, int rank,
-                                 std::vector<bf16>& expert_out) {
+                                 std::span<bf16> expert_out) {
   const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
-  expert_out.resize(layout.num_messages() * hidden);
+  REQUIRE(expert_out.size() == layout.num_messages() * hidden);
   for (int e = 0; e < received.num_local_experts(); ++e)
     for (int src = 0; src < received.num_ranks(); ++src)
       for (int slot = 0; slot < received.count(e, src); ++slot) {
@@ -202,12 +206,16 @@ std::string checked_round(Dev& device, ep::Buffer<Dev>& buffer,
       device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
   std::string mismatch = compare_received(received, rank, expected);
   pause(1);
-  std::vector<bf16> expert_out;
-  run_stand_in_experts(received, buffer.layout(), rank, expert_out);
+  // The experts write into the caller's tensor, or in place into the buffer (zero-copy).
+  const bool in_buffer = config.combine_source == ep::CombineSource::buffer;
+  std::vector<bf16> caller_expert_out(
+      in_buffer ? 0 : buffer.layout().num_messages() * static_cast<std::size_t>(config.hidden));
+  run_stand_in_experts(received, buffer.layout(), rank,
+                       in_buffer ? buffer.expert_out() : std::span<bf16>(caller_expert_out));
   std::vector<bf16> y(input.x.size());
   pause(2);
   ep::combine(device, buffer,
-              {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+              {.expert_out = caller_expert_out, .topk_weights = input.topk_weights, .y = y});
   if (mismatch.empty())
     mismatch = compare_y(y, expected_y(config, rank, input), rank, config.hidden);
   return mismatch;

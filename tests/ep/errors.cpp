@@ -171,6 +171,42 @@ TEST_CASE("a bad combine input fails on its rank before writing, and fast on eve
   }
 }
 
+TEST_CASE("zero-copy combine reads only the buffer's expert_out, and a caller-memory buffer has none" *
+          doctest::test_suite("concurrent")) {
+  ep::Config zero_copy = kConfig;
+  zero_copy.combine_source = ep::CombineSource::buffer;
+  const auto inputs =
+      cmx::test::make_inputs(zero_copy, kRanks, {8, 5, 8, 2}, cmx::test::Routing::uniform, 7);
+  World world({.num_ranks = kRanks, .timeout = 20s});
+  const auto result = outcomes(world.run_collect([&](Device device) {
+    const auto& input = inputs[device.rank()];
+    ep::Buffer<Device> buffer(device, zero_copy);
+    ep::dispatch(device, buffer,
+                 {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+    // Rank 2 passes a tensor of its own, of the right size: combine would not read it.
+    std::vector<bf16> elsewhere(buffer.expert_out().size());
+    std::vector<bf16> y(input.x.size());
+    ep::combine(device, buffer,
+                {.expert_out = device.rank() == 2 ? std::span<const bf16>(elsewhere)
+                                                  : std::span<const bf16>(buffer.expert_out()),
+                 .topk_weights = input.topk_weights,
+                 .y = y});
+  }));
+  CHECK(result[2].code == ErrorCode::invalid_argument);
+  CHECK_MESSAGE(contains(result[2].message, "must be empty or that span"), result[2].message);
+  for (int rank : {0, 1, 3}) {
+    CHECK(result[rank].code == ErrorCode::peer_failed);
+    CHECK_MESSAGE(contains(result[rank].message, "rank 2 failed its combine"),
+                  result[rank].message);
+  }
+
+  World single({.num_ranks = 1});
+  single.run([&](Device device) {
+    ep::Buffer<Device> buffer(device, kConfig);  // combine_source caller_memory
+    CHECK_THROWS_WITH_AS(buffer.expert_out(), doctest::Contains("caller_memory"), cmx::Error);
+  });
+}
+
 TEST_CASE("calls out of order are state errors" * doctest::test_suite("concurrent")) {
   World world({.num_ranks = 1});
   world.run([&](Device device) {

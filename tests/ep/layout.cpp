@@ -29,6 +29,7 @@ TEST_CASE("layout regions are aligned, disjoint and sized by the config") {
         CHECK(layout.messages_offset == layout.combine_flags_offset + num_ranks * cmx::kFlagBytes);
         CHECK(layout.combine_rows_offset ==
               layout.messages_offset + layout.num_messages() * layout.message_bytes);
+        CHECK(layout.expert_out_offset == layout.total_bytes);  // no zero-copy region
         CHECK(layout.total_bytes == layout.combine_rows_offset + 5u * 3u * hidden * 2u);
         // The last row of each region ends at the region's end.
         CHECK(layout.message(1, num_ranks - 1, 4) + layout.message_bytes ==
@@ -42,4 +43,30 @@ TEST_CASE("layout regions are aligned, disjoint and sized by the config") {
         CHECK(layout.message(0, 1 % num_ranks, 0) % 32 == 0);
         CHECK(layout.combine_row(1, 0) - layout.combine_row(0, 2) == layout.combine_row_bytes);
       }
+}
+
+TEST_CASE("a zero-copy buffer holds the expert outputs instead of the returned rows") {
+  for (const int num_ranks : {1, 3, 8})
+    for (const int hidden : {16, 7168}) {
+      const ep::Config config{.num_experts = num_ranks * 2,
+                              .max_tokens_per_rank = 5,
+                              .hidden = hidden,
+                              .num_topk = 3,
+                              .combine_source = ep::CombineSource::buffer};
+      const ep::Layout layout(config, num_ranks);
+      INFO("ranks ", num_ranks, " hidden ", hidden);
+      const std::size_t messages_end =
+          layout.messages_offset + layout.num_messages() * layout.message_bytes;
+      CHECK(layout.combine_rows_offset == messages_end);  // empty
+      CHECK(layout.expert_out_offset == messages_end);
+      CHECK(layout.expert_out_offset % 32 == 0);
+      CHECK(layout.total_bytes ==
+            layout.expert_out_offset + layout.num_messages() * hidden * sizeof(cmx::bf16));
+      // Output rows follow the message order and tile the region.
+      CHECK(layout.expert_out_row(0, 0, 0) == layout.expert_out_offset);
+      CHECK(layout.expert_out_row(0, 0, 1) - layout.expert_out_row(0, 0, 0) ==
+            layout.combine_row_bytes);
+      CHECK(layout.expert_out_row(1, num_ranks - 1, 4) + layout.combine_row_bytes ==
+            layout.total_bytes);
+    }
 }

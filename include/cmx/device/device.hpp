@@ -57,12 +57,22 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            rank) into `rank`'s part at byte `offset`: the
 ///                                            peer write (AIV-Direct). offset and size are
 ///                                            multiples of 32. Not visible to the peer until a
-///                                            later signal to it.
+///                                            later signal to it. May bypass this rank's caches
+///                                            (the data is for the peer).
+///   d.stage_in_peer<T>(local, sym, rank,     a read-only tile of `count` elements of T at byte
+///                      offset, count)        `offset` of `rank`'s part: the peer read (an AIV
+///                                            DMA from a peer's global memory; a copy into local
+///                                            memory, or a zero-copy view that still counts
+///                                            against it). offset and count * sizeof(T) are
+///                                            multiples of 32. Called by blocks; sees what
+///                                            `rank` published by a signal this rank waited for.
 /// Signals (a flag is one kFlagBytes slot at a 32-byte-aligned offset of a symmetric part)
 ///   d.signal(sym, rank, offset, seq, payload) release: every put this rank issued before the
-///                                            call (on its own thread or in a finished launch)
-///                                            is visible to `rank` before the flag reads `seq`.
-///                                            Called by the rank, outside launches. Never clears.
+///                                            call, and every write to its own parts of
+///                                            symmetric memory (through d.local), on its own
+///                                            thread or in a finished launch, is visible to
+///                                            `rank` before the flag reads `seq`. Called by the
+///                                            rank, outside launches. Never clears.
 ///   d.wait(sym, offset, seq, site) -> payload acquire: blocks until the local flag's sequence
 ///                                            is >= seq; returns the payload signalled with it;
 ///                                            the data published before that signal is then
@@ -79,7 +89,7 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            are then visible to the caller). Blocks must not
 ///                                            wait on each other or on peers.
 /// Row operations (each block computes on tiles in its local memory)
-///   (T in stage_in, load and store is any trivially copyable element type.)
+///   (T in stage_in, stage_in_peer, load and store is any trivially copyable element type.)
 ///   d.stage_in(local, ptr, count)            a read-only tile with count elements of global
 ///                                            memory at ptr (copied into local memory, or a
 ///                                            zero-copy view that still counts against it).
@@ -104,6 +114,9 @@ concept Device = std::copy_constructible<D> &&
   { d.allocate_symmetric(bytes) } -> std::same_as<typename D::Symmetric>;
   { cd.local(sym) } -> std::same_as<std::byte*>;
   { d.put(sym, rank, bytes, source) } -> std::same_as<void>;
+  {
+    d.template stage_in_peer<bf16>(local, sym, rank, bytes, bytes)
+    } -> std::same_as<std::span<const bf16>>;
   { d.signal(sym, rank, bytes, seq, payload) } -> std::same_as<void>;
   { d.wait(sym, bytes, seq, WaitSite{}) } -> std::same_as<std::int64_t>;
   { d.barrier() } -> std::same_as<void>;

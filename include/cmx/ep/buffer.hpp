@@ -2,11 +2,14 @@
 // cmx::ep::Buffer: the symmetric memory and the call state that dispatch and combine share.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <vector>
 
+#include "cmx/core/bf16.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/device.hpp"
 #include "cmx/ep/config.hpp"
@@ -34,6 +37,8 @@ struct CallState {
   int num_tokens = 0;                         // of the pending dispatch
   std::vector<std::int32_t> slots;            // [max_tokens_per_rank][num_topk]: slot of (t, k)
                                               // in its (expert, this rank) segment; -1 = masked
+  std::vector<std::int32_t> experts;          // [max_tokens_per_rank][num_topk]: expert of
+                                              // (t, k), the dispatch's topk_idx; -1 = masked
   std::vector<std::int32_t> sent_per_expert;  // [num_experts] rows sent to each expert
   std::vector<std::int32_t> received_counts;  // [num_local_experts][num_ranks] rows received
 
@@ -88,6 +93,7 @@ class Buffer {
     state_.slots.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
                             static_cast<std::size_t>(config.num_topk),
                         -1);
+    state_.experts.assign(state_.slots.size(), -1);
     state_.sent_per_expert.assign(static_cast<std::size_t>(config.num_experts), 0);
     state_.received_counts.assign(static_cast<std::size_t>(layout_.num_local_experts) *
                                       static_cast<std::size_t>(layout_.num_ranks),
@@ -115,15 +121,28 @@ class Buffer {
   /// The symmetric allocation laid out by layout(), for the kernels and for inspection.
   const typename Dev::Symmetric& symmetric() const noexcept { return symmetric_; }
 
+  /// CombineSource::buffer only: where this rank writes its expert outputs for combine,
+  /// [num_local_experts][num_ranks][max_tokens_per_rank][hidden] bf16 (this rank's part of the
+  /// buffer), the output for received row (e, s, slot) at row Layout::message_index(e, s, slot).
+  /// Only received rows are read. Write it after dispatch returns and before combine: from
+  /// combine until the next dispatch returns, peers read it. cmx::Error(state) for a
+  /// caller_memory buffer.
+  std::span<bf16> expert_out() {
+    cmx::detail::require(config_.combine_source == CombineSource::buffer, ErrorCode::state,
+                         "expert_out() of a buffer whose combine_source is caller_memory: "
+                         "combine reads CombineArgs::expert_out instead");
+    return {reinterpret_cast<bf16*>(device_.local(symmetric_) + layout_.expert_out_offset),
+            layout_.num_messages() * static_cast<std::size_t>(config_.hidden)};
+  }
+
  private:
-  // The 32-byte record each rank puts into every peer's config table.
+  // What each rank puts into every peer's config table, in a slot of kRecordBytes.
   struct ConfigRecord {
     std::int32_t present;  // 1 once written
     std::int32_t num_ranks;
     Config config;
-    std::int32_t reserved[8 - 2 - sizeof(Config) / sizeof(std::int32_t)];
   };
-  static_assert(sizeof(ConfigRecord) == kTileAlignment);
+  static constexpr std::size_t kRecordBytes = round_up(sizeof(ConfigRecord), kTileAlignment);
 
   // Compares configs first, so that a config invalid on one rank only is reported as a mismatch
   // on every rank, then validates it (the same outcome on every rank).
@@ -136,21 +155,17 @@ class Buffer {
   void check_same_config_on_every_rank() {
     const int num_ranks = device_.world_size();
     const auto table =
-        device_.allocate_symmetric(static_cast<std::size_t>(num_ranks) * sizeof(ConfigRecord));
-    ConfigRecord mine{};
-    mine.present = 1;
-    mine.num_ranks = num_ranks;
-    mine.config = config_;
-    const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(&mine), sizeof(mine));
+        device_.allocate_symmetric(static_cast<std::size_t>(num_ranks) * kRecordBytes);
+    const ConfigRecord mine{.present = 1, .num_ranks = num_ranks, .config = config_};
+    alignas(kTileAlignment) std::array<std::byte, kRecordBytes> record{};  // padding zeroed
+    std::memcpy(record.data(), &mine, sizeof(mine));
     for (int peer = 0; peer < num_ranks; ++peer)
-      device_.put(table, peer, static_cast<std::size_t>(device_.rank()) * sizeof(ConfigRecord),
-                  bytes);
+      device_.put(table, peer, static_cast<std::size_t>(device_.rank()) * kRecordBytes, record);
     device_.barrier();  // publishes the puts: every table is complete after it
     const std::byte* local = device_.local(table);
     for (int peer = 0; peer < num_ranks; ++peer) {
       ConfigRecord theirs;
-      std::memcpy(&theirs, local + static_cast<std::size_t>(peer) * sizeof(ConfigRecord),
-                  sizeof(theirs));
+      std::memcpy(&theirs, local + static_cast<std::size_t>(peer) * kRecordBytes, sizeof(theirs));
       cmx::detail::require(
           theirs.present == 1 && theirs.num_ranks == num_ranks && theirs.config == config_,
           ErrorCode::config_mismatch, "rank ", device_.rank(),

@@ -1,22 +1,31 @@
 // SPDX-License-Identifier: Apache-2.0
-// FusedCombine: every expert output goes straight back into its source rank's buffer, where
-// the source reduces a token's K outputs with its top-k weights.
+// FusedCombine: every expert output goes back to its source rank, which reduces a token's K
+// outputs with its top-k weights. Config::combine_source picks how the rows travel:
+//   caller_memory (push): the expert rank copies each row into its source rank's buffer;
+//   buffer (pull, zero-copy): the rows already are in the expert rank's buffer (the caller wrote
+//     them into Buffer::expert_out()), and the source rank reads them from there as it reduces.
 //
 // On every rank, for the call `seq` of the dispatch it follows:
 //   1. Check the inputs, before writing anything. If this or step 2 fails, raise this rank's
 //      combine flag on every rank with the failure payload, so that peers fail at once.
-//   2. Return rows, in blocks over all received rows: read the row's MessageMeta (source token
-//      t, choice k), stage the expert output row and put it at (t, k) of the source rank's
-//      combine rows.
+//   2. Push only. Return rows, in blocks over all received rows: read the row's MessageMeta
+//      (source token t, choice k), stage the expert output row and put it at (t, k) of the
+//      source rank's combine rows.
 //   3. Publish, after the launch has joined: signal every source rank with the number of rows
-//      returned to it.
+//      returned to it (push) or waiting for it in this rank's expert_out (pull).
 //   4. Wait for every rank's flag; its count must equal the rows this rank sent it in dispatch.
 //   5. Reduce, in blocks over tokens: y[t] = sum over unmasked k, in k order, of
-//      fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. A token with no
+//      fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. row(t, k) is
+//      staged from this rank's combine rows (push), or from the expert_out of the rank hosting
+//      expert topk_idx[t, k], at the slot dispatch gave the choice (pull). A token with no
 //      expert gives zeros.
 //
 // NOTES: the reduction order is fixed by k, never by arrival, and each (t, k) row has one
-// writer, so y is bitwise the same whatever the rank speeds or block counts.
+// writer, so y is bitwise the same whatever the rank speeds, block counts or combine source.
+// Pull reuse: a source rank reads a peer's expert_out of call seq until its own combine
+// returns; the peer writes expert_out for seq+1 only after its dispatch seq+1 has returned,
+// which waited for this rank's dispatch-seq+1 flags, raised after this rank's combine seq
+// returned. So no row is overwritten while it is read.
 #pragma once
 
 #include <algorithm>
@@ -37,7 +46,8 @@ namespace cmx::ep {
 struct CombineArgs {
   /// [num_local_experts][num_ranks][max_tokens_per_rank][hidden] expert outputs, one row per
   /// received row, at the same (local expert, source rank, slot) as dispatch delivered it
-  /// (Layout::message_index). Only received rows are read.
+  /// (Layout::message_index). Only received rows are read. With CombineSource::buffer the
+  /// outputs are in Buffer::expert_out(): leave this empty (or pass that span).
   std::span<const bf16> expert_out;
   std::span<const float> topk_weights;  ///< [num_tokens, num_topk] of this rank's dispatch
   std::span<bf16> y;                    ///< [num_tokens, hidden] output
@@ -46,14 +56,23 @@ struct CombineArgs {
 namespace detail {
 
 /// Throws cmx::Error(invalid_argument) unless `args` fits the buffer's pending dispatch.
+/// `buffer_expert_out` is Buffer::expert_out() with CombineSource::buffer, else empty.
 inline void check_combine_args(const CombineArgs& args, const Layout& layout, int num_tokens,
-                               int rank) {
+                               int rank, std::span<const bf16> buffer_expert_out) {
   using cmx::detail::require;
   const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
-  require(args.expert_out.size() == layout.num_messages() * hidden, ErrorCode::invalid_argument,
-          "rank ", rank, ": expert_out has ", args.expert_out.size(),
-          " elements, expected num_local_experts * num_ranks * max_tokens_per_rank * hidden = ",
-          layout.num_messages() * hidden);
+  if (layout.combine_source == CombineSource::buffer) {
+    require(args.expert_out.empty() || (args.expert_out.data() == buffer_expert_out.data() &&
+                                        args.expert_out.size() == buffer_expert_out.size()),
+            ErrorCode::invalid_argument, "rank ", rank,
+            ": the buffer's combine_source is buffer, so combine reads Buffer::expert_out(); "
+            "CombineArgs::expert_out must be empty or that span");
+  } else {
+    require(args.expert_out.size() == layout.num_messages() * hidden, ErrorCode::invalid_argument,
+            "rank ", rank, ": expert_out has ", args.expert_out.size(),
+            " elements, expected num_local_experts * num_ranks * max_tokens_per_rank * hidden = ",
+            layout.num_messages() * hidden);
+  }
   require(args.topk_weights.size() ==
               static_cast<std::size_t>(num_tokens) * static_cast<std::size_t>(layout.num_topk),
           ErrorCode::invalid_argument, "rank ", rank, ": topk_weights has ",
@@ -81,6 +100,7 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
     const auto& symmetric = buffer.symmetric();
     const int rank = device.rank();
     const int num_ranks = layout.num_ranks;
+    const bool pull = layout.combine_source == CombineSource::buffer;
     detail::CallState& state = detail::BufferAccess::state(buffer);
     const std::uint64_t sequence = state.begin_combine(rank);
     const int num_tokens = state.num_tokens;
@@ -96,7 +116,10 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
     // Steps 1-2 are published by step 3; if one fails, the peers get the failure payload.
     detail::before_publish(publish, [&] {
       // 1. Check.
-      detail::check_combine_args(args, layout, num_tokens, rank);
+      detail::check_combine_args(
+          args, layout, num_tokens, rank,
+          pull ? std::span<const bf16>(buffer.expert_out()) : std::span<const bf16>());
+      if (pull) return;  // the rows stay where the caller wrote them
 
       // 2. Return rows. Received rows, flattened over segments (e, src) in order, are split
       //    evenly among blocks; segment_end[s] = rows in segments 0..s.
@@ -130,7 +153,8 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
       });
     });
 
-    // 3. Publish: each source rank learns how many rows came back from this rank.
+    // 3. Publish: each source rank learns how many of its rows this rank returned (push) or
+    //    holds ready in its expert_out (pull).
     publish([&](int src) {
       std::int64_t returned = 0;
       for (int e = 0; e < layout.num_local_experts; ++e) returned += counts[layout.segment(e, src)];
@@ -152,7 +176,8 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
 
     // 5. Reduce each token's rows in k order: the accumulator and the result stay in local
     //    memory, one staged row at a time.
-    const std::vector<std::int32_t>& slots = state.slots;  // [T][K], -1 = masked
+    const std::vector<std::int32_t>& slots = state.slots;      // [T][K], -1 = masked
+    const std::vector<std::int32_t>& experts = state.experts;  // [T][K], -1 = masked
     device.launch(detail::num_blocks_for(device, num_tokens), [&](Block& block) {
       const auto [begin, end] = detail::block_range(num_tokens, block.index, block.count);
       const std::span<float> acc = block.local.take<float>(hidden);  // [hidden] fp32
@@ -164,11 +189,17 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
           const std::size_t choice = static_cast<std::size_t>(t) * layout.num_topk + k;
           if (slots[choice] < 0) continue;
           block.local.rewind(row_mark);
-          const std::span<const bf16> row = device.stage_in(
-              block.local,
-              reinterpret_cast<const bf16*>(device.local(symmetric) +
-                                            layout.combine_row(static_cast<int>(t), k)),
-              hidden);
+          const int expert = experts[choice];
+          const std::span<const bf16> row =
+              pull ? device.template stage_in_peer<bf16>(
+                         block.local, symmetric, layout.home_rank(expert),
+                         layout.expert_out_row(layout.local_expert(expert), rank, slots[choice]),
+                         hidden)
+                   : device.stage_in(
+                         block.local,
+                         reinterpret_cast<const bf16*>(device.local(symmetric) +
+                                                       layout.combine_row(static_cast<int>(t), k)),
+                         hidden);
           device.accumulate_weighted_row(acc, row, args.topk_weights[choice]);
         }
         device.round_row_to_bf16(acc, out);

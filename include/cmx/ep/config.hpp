@@ -13,6 +13,18 @@ namespace cmx::ep {
 /// rows unchanged.
 enum class DispatchPrecision : std::int32_t { int8 = 0, bf16 = 1 };
 
+/// Where combine finds the expert outputs, and so how they travel back.
+enum class CombineSource : std::int32_t {
+  /// CombineArgs::expert_out, in the caller's memory: combine puts each row into its source
+  /// rank's buffer (a peer write), and the source rank then reduces the rows it received.
+  caller_memory = 0,
+  /// Buffer::expert_out(), in the buffer's symmetric memory, written there by the caller (the
+  /// expert FFN writes its output in place): each source rank reads its rows straight from the
+  /// expert ranks' buffers (a peer read) and reduces them as it reads. No copy: half the memory
+  /// traffic of caller_memory (DeepEP's zero-copy combine), for a larger buffer.
+  buffer = 1,
+};
+
 /// Largest supported hidden size: combine's reduction keeps an fp32 accumulator, a bf16 result
 /// and one staged bf16 row of this size (128 KiB) in a block's local memory.
 inline constexpr int kMaxHidden = 16384;
@@ -27,6 +39,7 @@ struct Config {
   int hidden = 0;               ///< H: a multiple of 16, at most kMaxHidden
   int num_topk = 0;             ///< K: experts per token, 1 ... kMaxTopk
   DispatchPrecision precision = DispatchPrecision::int8;
+  CombineSource combine_source = CombineSource::caller_memory;
 
   friend bool operator==(const Config&, const Config&) = default;
 };
@@ -36,7 +49,10 @@ inline std::ostream& operator<<(std::ostream& out, const Config& config) {
   return out << "{num_experts " << config.num_experts << ", max_tokens_per_rank "
              << config.max_tokens_per_rank << ", hidden " << config.hidden << ", num_topk "
              << config.num_topk << ", precision "
-             << (config.precision == DispatchPrecision::int8 ? "int8" : "bf16") << "}";
+             << (config.precision == DispatchPrecision::int8 ? "int8" : "bf16")
+             << ", combine_source "
+             << (config.combine_source == CombineSource::buffer ? "buffer" : "caller_memory")
+             << "}";
 }
 
 /// Throws cmx::Error(invalid_argument) unless `config` is usable on `num_ranks` ranks.
@@ -54,6 +70,9 @@ inline void validate(const Config& config, int num_ranks) {
   require(
       config.precision == DispatchPrecision::int8 || config.precision == DispatchPrecision::bf16,
       kBad, "unknown dispatch precision ", static_cast<int>(config.precision));
+  require(config.combine_source == CombineSource::caller_memory ||
+              config.combine_source == CombineSource::buffer,
+          kBad, "unknown combine source ", static_cast<int>(config.combine_source));
 }
 
 }  // namespace cmx::ep

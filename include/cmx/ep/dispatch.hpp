@@ -129,6 +129,7 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
           const std::size_t choice = static_cast<std::size_t>(t * num_topk + k);
           const std::int32_t expert = args.topk_idx[choice];
           slots[choice] = expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++;
+          state.experts[choice] = expert;
         }
 
       // 3. Send: one quantization per token, one put per chosen expert.

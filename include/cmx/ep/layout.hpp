@@ -34,13 +34,16 @@ static_assert(sizeof(MessageMeta) == kTileAlignment, "the metadata is one 32-byt
 ///   |                |   row_bytes of data (H int8, or H bf16), padded to 32 B,            |
 ///   |                |   then one MessageMeta (32 B)                                       |
 ///   | combine_rows   | [max_tokens_per_rank][num_topk] rows of H bf16: expert outputs that |
-///   |                |   come back, at (source token, k)                                   |
+///   |                |   come back, at (source token, k). CombineSource::caller_memory only |
+///   | expert_out     | [num_local_experts][num_ranks][max_tokens_per_rank] rows of H bf16: |
+///   |                |   this rank's expert outputs, at message_index(e, s, slot), read by  |
+///   |                |   their source rank s. CombineSource::buffer only                    |
 ///   +----------------+--------------------------------------------------------------------+
 ///
 /// NOTES: segment (local expert e, source rank s) of `messages` is written only by rank s, in
 /// its token order, so no two ranks ever write the same bytes and the receive order is
 /// (source rank, source token) by construction. Row (t, k) of `combine_rows` is written only
-/// by the rank hosting expert topk_idx[t, k].
+/// by the rank hosting expert topk_idx[t, k]; `expert_out` only by its own rank.
 struct Layout {
   /// The layout of a valid `config` (see validate()) on `num_ranks` ranks.
   Layout(const Config& config, int num_ranks) noexcept
@@ -53,7 +56,8 @@ struct Layout {
                                (config.precision == DispatchPrecision::int8 ? 1 : sizeof(bf16)),
                            kTileAlignment)),
         message_bytes(row_bytes + sizeof(MessageMeta)),
-        combine_row_bytes(static_cast<std::size_t>(config.hidden) * sizeof(bf16)) {
+        combine_row_bytes(static_cast<std::size_t>(config.hidden) * sizeof(bf16)),
+        combine_source(config.combine_source) {
     std::size_t offset = 0;
     const auto carve = [&offset](std::size_t bytes) {
       const std::size_t start = offset;
@@ -66,8 +70,12 @@ struct Layout {
     messages_offset =
         carve(static_cast<std::size_t>(num_local_experts) * static_cast<std::size_t>(num_ranks) *
               static_cast<std::size_t>(max_tokens_per_rank) * message_bytes);
-    combine_rows_offset = carve(static_cast<std::size_t>(max_tokens_per_rank) *
-                                static_cast<std::size_t>(num_topk) * combine_row_bytes);
+    const bool rows_come_back = combine_source == CombineSource::caller_memory;
+    combine_rows_offset =
+        carve(rows_come_back ? static_cast<std::size_t>(max_tokens_per_rank) *
+                                   static_cast<std::size_t>(num_topk) * combine_row_bytes
+                             : 0);
+    expert_out_offset = carve(rows_come_back ? 0 : num_messages() * combine_row_bytes);
     total_bytes = offset;
   }
 
@@ -95,6 +103,11 @@ struct Layout {
            (static_cast<std::size_t>(token) * static_cast<std::size_t>(num_topk) +
             static_cast<std::size_t>(k)) *
                combine_row_bytes;
+  }
+  /// Expert output `slot` of segment (local_expert, src_rank) in this rank's expert_out region
+  /// (CombineSource::buffer).
+  std::size_t expert_out_row(int local_expert, int src_rank, int slot) const noexcept {
+    return expert_out_offset + message_index(local_expert, src_rank, slot) * combine_row_bytes;
   }
   /// Messages (rows) in the whole receive area: num_local_experts * num_ranks * capacity.
   std::size_t num_messages() const noexcept {
@@ -125,11 +138,13 @@ struct Layout {
   std::size_t row_bytes;          // data bytes of one message, padded to 32
   std::size_t message_bytes;      // row_bytes + sizeof(MessageMeta)
   std::size_t combine_row_bytes;  // hidden * 2 (a multiple of 32, since hidden % 16 == 0)
+  CombineSource combine_source;
   std::size_t dispatch_flags_offset = 0;
   std::size_t combine_flags_offset = 0;
   std::size_t messages_offset = 0;
-  std::size_t combine_rows_offset = 0;
-  std::size_t total_bytes = 0;  // per rank
+  std::size_t combine_rows_offset = 0;  // an empty region unless CombineSource::caller_memory
+  std::size_t expert_out_offset = 0;    // an empty region unless CombineSource::buffer
+  std::size_t total_bytes = 0;          // per rank
 };
 
 }  // namespace cmx::ep

@@ -18,6 +18,8 @@
 #include <span>
 #include <sstream>
 
+#include "cmx/backend/tbb/row_ops.hpp"
+#include "cmx/backend/tbb/streaming_copy.hpp"
 #include "cmx/backend/tbb/wait.hpp"
 #include "cmx/backend/tbb/world_state.hpp"
 #include "cmx/core/error.hpp"
@@ -52,10 +54,29 @@ class Device {
 
   std::byte* local(const Symmetric& sym) const noexcept { return part(sym, rank_); }
 
+  /// A put of at least kStreamingPutBytes bypasses this core's caches (streaming stores), as
+  /// the NPU's DMA into a peer's memory does: the bytes are for the peer, and writing them
+  /// through the cache would first read every line of the destination (read for ownership).
+  static constexpr std::size_t kStreamingPutBytes = 4096;
+
   void put(const Symmetric& sym, int dst_rank, std::size_t offset,
            std::span<const std::byte> source) {
     check_access(sym, dst_rank, offset, source.size(), "put");
-    std::memcpy(part(sym, dst_rank) + offset, source.data(), source.size());
+    std::byte* destination = part(sym, dst_rank) + offset;
+    // (Not under ThreadSanitizer, which does not see GCC's streaming-store builtins.)
+    if (source.size() >= kStreamingPutBytes && !detail::kThreadSanitizer)
+      detail::copy_streaming(destination, source.data(), source.size());
+    else
+      std::memcpy(destination, source.data(), source.size());
+  }
+
+  /// Zero-copy, like stage_in: the peer's part is plain memory of this process.
+  template <class T>
+  std::span<const T> stage_in_peer(LocalArena& local, const Symmetric& sym, int src_rank,
+                                   std::size_t offset, std::size_t count) {
+    check_access(sym, src_rank, offset, count * sizeof(T), "stage_in_peer");
+    local.reserve<T>(count);
+    return {reinterpret_cast<const T*>(part(sym, src_rank) + offset), count};
   }
 
   void signal(const Symmetric& sym, int dst_rank, std::size_t offset, std::uint64_t sequence,
@@ -74,16 +95,17 @@ class Device {
     check_access(sym, rank_, offset, kFlagBytes, "wait");
     FlagSlot flag = flag_at(sym, rank_, offset);
     std::atomic_ref<std::uint64_t> seen(*flag.wake.word);
-    detail::wait_until(
-        [&] { return seen.load(std::memory_order_acquire) >= sequence; }, flag.wake,
-        world_->timeout(), [&] {
-          std::ostringstream text;
-          text << "rank " << rank_ << ": " << site.what << " waited for rank " << site.peer_rank;
-          if (site.index >= 0) text << " (flag " << site.index << ")";
-          text << ", which never signalled: expected sequence " << sequence << ", flag holds "
-               << seen.load(std::memory_order_relaxed);
-          return text.str();
-        });
+    detail::wait_until([&] { return seen.load(std::memory_order_acquire) >= sequence; }, flag.wake,
+                       world_->timeout(),
+                       [&] {
+                         std::ostringstream text;
+                         text << "rank " << rank_ << ": " << site.what << " waited for rank "
+                              << site.peer_rank;
+                         if (site.index >= 0) text << " (flag " << site.index << ")";
+                         text << ", which never signalled: expected sequence " << sequence
+                              << ", flag holds " << seen.load(std::memory_order_relaxed);
+                         return text.str();
+                       });
     return std::atomic_ref<std::int64_t>(*flag.payload).load(std::memory_order_relaxed);
   }
 
@@ -128,7 +150,7 @@ class Device {
   }
   void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row,
                                float weight) noexcept {
-    cmx::accumulate_weighted_row(acc, row, weight);
+    detail::accumulate_weighted_row(acc, row, weight);
   }
   void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) noexcept {
     cmx::round_row_to_bf16(in, out);

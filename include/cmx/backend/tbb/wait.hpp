@@ -110,9 +110,8 @@ void wait_until(Done&& done, const WakeSite& site, std::chrono::nanoseconds time
       std::this_thread::yield();
       continue;
     }
-    const std::chrono::nanoseconds limit =
-        kHasFutex ? std::min(timeout - waited, kFutexSlice)
-                  : std::clamp(waited / 8, kMinSleep, kMaxSleep);
+    const std::chrono::nanoseconds limit = kHasFutex ? std::min(timeout - waited, kFutexSlice)
+                                                     : std::clamp(waited / 8, kMinSleep, kMaxSleep);
     std::atomic_ref<std::uint32_t> sleepers(*site.sleepers);
     sleepers.fetch_add(1, std::memory_order_seq_cst);
     const std::uint64_t seen =

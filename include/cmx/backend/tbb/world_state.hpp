@@ -156,8 +156,8 @@ class WorldState {
     }
     detail::wait_until(
         [&] {
-          return std::atomic_ref<std::uint64_t>(barrier_released_).load(
-                     std::memory_order_acquire) >= generation;
+          return std::atomic_ref<std::uint64_t>(barrier_released_)
+                     .load(std::memory_order_acquire) >= generation;
         },
         released, timeout_,
         [&] {
