@@ -24,10 +24,6 @@ namespace cmx::tbb_backend::detail {
 /// DeepEP decode shape (rows of 14 KiB): 2 KiB ahead halves the time of the reduction.
 inline constexpr std::size_t kAccumulatePrefetchBytes = 2048;
 
-/// acc[i] = fma(weight, row[i], acc[i]) with AVX-512: VFMADD231PS rounds once, as std::fma does,
-/// so the result is bitwise cmx::accumulate_weighted_row's (in the default floating-point
-/// environment: no flush-to-zero). Prefetching past the row's end is harmless: a prefetch never
-/// faults.
 // GCC 12 reports its own AVX-512 intrinsics' undefined vectors as maybe-uninitialized (GCC bug
 // 105593), here and wherever the functions are inlined.
 #if defined(__GNUC__) && !defined(__clang__)
