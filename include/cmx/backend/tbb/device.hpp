@@ -35,6 +35,8 @@ class Device {
   /// Local memory per block: an Ascend 910 AIV core's Unified Buffer, so a kernel that fits
   /// here fits there.
   static constexpr std::size_t kLocalMemoryBytes = 192 * 1024;
+  /// Bytes of a cache line (x86-64 and most other CPUs), the unit prefetch() moves.
+  static constexpr std::size_t kCacheLineBytes = 64;
 
   /// A symmetric allocation: the table of every rank's part.
   struct Symmetric {
@@ -135,6 +137,14 @@ class Device {
     return {global, count};
   }
 
+  /// Prefetches every cache line of [ptr, ptr + bytes) into the caches (L2 and outward): the
+  /// row a block will stage next arrives while it still works on the current one.
+  void prefetch(const void* ptr, std::size_t bytes) noexcept {
+    const char* begin = static_cast<const char*>(ptr);
+    for (std::size_t offset = 0; offset < bytes; offset += kCacheLineBytes)
+      __builtin_prefetch(begin + offset, 0, 2);
+  }
+
   template <class T>
   void load(std::span<T> tile, const T* global) {
     std::memcpy(tile.data(), global, tile.size_bytes());
@@ -212,5 +222,6 @@ class Device {
 };
 
 static_assert(cmx::Device<Device>, "the TBB backend must satisfy the device concept");
+static_assert(cmx::PrefetchingDevice<Device>, "the TBB backend prefetches what blocks stage next");
 
 }  // namespace cmx::tbb_backend
