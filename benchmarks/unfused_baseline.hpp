@@ -142,13 +142,14 @@ class RecordExchange {
   std::vector<std::size_t> num_appended_;  // [num_ranks] records in each destination's area
 };
 
-/// Dispatch and combine as separate passes over RecordExchange, with cmx's contract (the same
-/// received rows in the same [local expert][source rank][slot] layout and order, the same y bit
-/// for bit) and none of its fusion:
+/// Dispatch and combine as separate passes over an all-to-all of records (`Exchange`:
+/// RecordExchange, or any type with its members and constructor, such as an MPI_Alltoallv), with
+/// cmx's contract (the same received rows in the same [local expert][source rank][slot] layout
+/// and order, the same y bit for bit) and none of its fusion:
 ///   dispatch: quantize all tokens -> pack rows by destination -> copy -> unpack by expert;
 ///   combine:  pack expert outputs by source -> copy -> unpack to [token][k] -> weighted reduce.
 /// Each pass runs on the rank's thread: cmx_bench gives cmx's kernels one block per rank too.
-template <Device Dev>
+template <Device Dev, class Exchange = RecordExchange<Dev>>
 class UnfusedEp {
  public:
   /// Collective, like cmx::ep::Buffer.
@@ -192,7 +193,7 @@ class UnfusedEp {
                                             .reserved = {}});
       }
 
-    // 3. Copy: one put per destination rank, then a barrier.
+    // 3. Copy: the all-to-all.
     dispatch_exchange_.exchange();
 
     // 4. Unpack: each received record to the next slot of its (local expert, source rank)
@@ -230,7 +231,7 @@ class UnfusedEp {
                                              .reserved = {}});
         }
 
-    // 2. Copy: one put per source rank, then a barrier.
+    // 2. Copy: the all-to-all.
     combine_exchange_.exchange();
 
     // 3. Unpack: each returned row to its (token, k) place, combine_rows_ [T][K][H] bf16.
@@ -308,10 +309,10 @@ class UnfusedEp {
   ep::Config config_;
   ep::Layout layout_;
   std::size_t hidden_;
-  std::vector<std::int8_t> codes_;         // [max_tokens][hidden] quantized tokens
-  std::vector<float> scales_;              // [max_tokens] their scales
-  RecordExchange<Dev> dispatch_exchange_;  // records: INT8 row (padded to 32 B) + tag
-  RecordExchange<Dev> combine_exchange_;   // records: bf16 row + tag
+  std::vector<std::int8_t> codes_;  // [max_tokens][hidden] quantized tokens
+  std::vector<float> scales_;       // [max_tokens] their scales
+  Exchange dispatch_exchange_;      // records: INT8 row (padded to 32 B) + tag
+  Exchange combine_exchange_;       // records: bf16 row + tag
   // [num_local_experts][num_ranks][max_tokens] dispatch records, capacity-sized like cmx's
   // receive area; only received rows are ever written (LazyArray: only they take memory).
   LazyArray<std::byte> received_;

@@ -8,6 +8,8 @@
 // oneTBB inside its process, as on the TBB backend; waits run on the rank's own thread.
 #pragma once
 
+#include <mpi.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -36,6 +38,10 @@ class Device : public tbb_backend::detail::CpuDevice {
   int rank() const noexcept { return world_->rank(); }
   int world_size() const noexcept { return world_->num_ranks(); }
   int max_blocks() const noexcept { return world_->blocks_per_rank(); }
+
+  /// Not part of cmx::Device: the World's communicator (its own duplicate), for an engine's MPI
+  /// calls among the same ranks.
+  MPI_Comm communicator() const noexcept { return world_->communicator(); }
 
   Symmetric allocate_symmetric(std::size_t bytes) {
     return Symmetric{&world_->allocate_symmetric(bytes), bytes};

@@ -8,9 +8,9 @@
 // wake-up shared by the processes, exactly as the TBB backend does between threads. Ranks on
 // other nodes reach the same memory through a second window over the world, MPI_Win_create on
 // the shared part, under a passive-target epoch for the window's life (MPI_Win_lock_all): a put
-// is MPI_Put, a peer read MPI_Get, and a flag is published after MPI_Win_flush of the data by
-// MPI_Put of its payload, then of its sequence, each flushed; its waiter polls its own slot
-// (MPI_Win_sync before each look), sleeping between looks.
+// is MPI_Put (of a staged copy, completed by the next flush), a peer read MPI_Get, and a flag is
+// published after MPI_Win_flush of the data by MPI_Put of its payload, then of its sequence, each
+// flushed; its waiter polls its own slot (MPI_Win_sync before each look), sleeping between looks.
 //
 // MPI's collectives have no timeout, so every collective step of the backend (a symmetric
 // allocation, a barrier, the World's teardown) first meets every rank through flags, which do:
@@ -18,6 +18,7 @@
 #pragma once
 
 #include <mpi.h>
+#include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/info.h>
 #include <oneapi/tbb/task_arena.h>
 
@@ -84,6 +85,44 @@ struct SymmetricWindow {
   mutable std::atomic<bool> unflushed{false};
 };
 
+/// Copies of the sources of a thread's RMA puts, kept until a flush has completed the puts: so
+/// that put() returns without waiting for its put (the trait lets the caller reuse its source at
+/// once), and the flushes are one per signal, not one per put.
+class PutStaging {
+ public:
+  /// A copy of `source`, valid until reset().
+  std::span<const std::byte> stage(std::span<const std::byte> source) {
+    if (chunk_ == chunks_.size() || used_ + source.size() > chunks_[chunk_].size) {
+      if (chunk_ < chunks_.size()) ++chunk_;
+      if (chunk_ == chunks_.size() || chunks_[chunk_].size < source.size())
+        chunks_.insert(chunks_.begin() + static_cast<std::ptrdiff_t>(chunk_),
+                       Chunk(std::max(kChunkBytes, source.size())));
+      used_ = 0;
+    }
+    std::byte* copy = chunks_[chunk_].bytes.get() + used_;
+    std::memcpy(copy, source.data(), source.size());
+    used_ += source.size();
+    return {copy, source.size()};
+  }
+
+  /// Every staged put is complete: the chunks are reused from the first.
+  void reset() noexcept {
+    chunk_ = 0;
+    used_ = 0;
+  }
+
+ private:
+  static constexpr std::size_t kChunkBytes = std::size_t{4} << 20;
+  struct Chunk {
+    explicit Chunk(std::size_t bytes) : bytes(std::make_unique<std::byte[]>(bytes)), size(bytes) {}
+    std::unique_ptr<std::byte[]> bytes;
+    std::size_t size;
+  };
+  std::vector<Chunk> chunks_;
+  std::size_t chunk_ = 0;  // the chunk being filled
+  std::size_t used_ = 0;   // bytes of it in use
+};
+
 /// Everything one World keeps on this process. Owned by World; Device holds a pointer to it.
 class WorldState {
  public:
@@ -125,7 +164,10 @@ class WorldState {
   /// gets here, within the timeout, with the same allocations and no failure; otherwise they
   /// are left to MPI_Finalize, so that no rank hangs in a teardown its peers never join.
   ~WorldState() {
-    if (!agree_to_free()) return;
+    if (!agree_to_free()) {
+      (void)staging_.release();  // puts may still read their staged sources
+      return;
+    }
     for (auto& window : allocations_) free_window(*window);
     free_window(*control_);
     release_communicators();
@@ -175,15 +217,15 @@ class WorldState {
   void put(const SymmetricWindow& window, int dst_rank, std::size_t offset,
            std::span<const std::byte> source) {
     guarded([&] {
+      // The caller may reuse its source (a block's local memory) when this returns; the copy
+      // lives until the flush that completes this put (publish_before_rma_flag).
+      const std::span<const std::byte> copy = staging_->local().stage(source);
       const auto lock = serialize();
-      for_each_chunk(offset, source.size(), [&](std::size_t at, int count) {
-        check_mpi(MPI_Put(source.data() + (at - offset), count, MPI_BYTE, dst_rank,
+      for_each_chunk(offset, copy.size(), [&](std::size_t at, int count) {
+        check_mpi(MPI_Put(copy.data() + (at - offset), count, MPI_BYTE, dst_rank,
                           static_cast<MPI_Aint>(at), count, MPI_BYTE, window.rma),
                   "rank ", rank_, ": MPI_Put of ", count, " B to rank ", dst_rank);
       });
-      // The source (a block's local memory) is reused when this returns.
-      check_mpi(MPI_Win_flush_local(dst_rank, window.rma), "rank ", rank_,
-                ": MPI_Win_flush_local to rank ", dst_rank);
       window.unflushed.store(true, std::memory_order_relaxed);
     });
   }
@@ -349,10 +391,9 @@ class WorldState {
               "MPI_Comm_split_type");
     int num_on_machine = 1;
     check_mpi(MPI_Comm_size(machine, &num_on_machine), "MPI_Comm_size");
-    blocks_per_rank_ =
-        config_.blocks_per_rank > 0
-            ? config_.blocks_per_rank
-            : std::max(1, oneapi::tbb::info::default_concurrency() / num_on_machine);
+    blocks_per_rank_ = config_.blocks_per_rank > 0
+                           ? config_.blocks_per_rank
+                           : std::max(1, oneapi::tbb::info::default_concurrency() / num_on_machine);
     if (config_.intra_node == IntraNode::shared_memory) {
       node_ = machine;
     } else {
@@ -487,13 +528,19 @@ class WorldState {
         {nullptr, nullptr, Wakeup::polling}, config_.timeout, describe);
   }
 
-  // Makes this rank's RMA puts into `window` complete at their targets, and its stores to its
-  // own part ordered before what it puts next. Under serialize().
+  // Makes this rank's RMA puts complete at their targets, and its stores to its own part of
+  // `window` ordered before what it puts next. Under serialize(), on the rank's thread outside
+  // launches (no block is staging a put).
   void publish_before_rma_flag(const SymmetricWindow& window) {
     if (window.rma == MPI_WIN_NULL) return;
+    bool flushed = false;
     for (const auto& allocation : allocations_)
-      if (allocation->unflushed.exchange(false, std::memory_order_relaxed))
+      if (allocation->unflushed.exchange(false, std::memory_order_relaxed)) {
         check_mpi(MPI_Win_flush_all(allocation->rma), "rank ", rank_, ": MPI_Win_flush_all");
+        flushed = true;
+      }
+    if (flushed)
+      for (PutStaging& staging : *staging_) staging.reset();
     std::atomic_thread_fence(std::memory_order_seq_cst);
     check_mpi(MPI_Win_sync(window.rma), "rank ", rank_, ": MPI_Win_sync");
   }
@@ -577,6 +624,9 @@ class WorldState {
   std::unique_ptr<SymmetricWindow> control_;                   // the World's own flags
   std::vector<std::unique_ptr<SymmetricWindow>> allocations_;  // every allocate_symmetric
   std::unique_ptr<oneapi::tbb::task_arena> arena_;
+  // Each thread's staged puts.
+  std::unique_ptr<oneapi::tbb::enumerable_thread_specific<PutStaging>> staging_ =
+      std::make_unique<oneapi::tbb::enumerable_thread_specific<PutStaging>>();
 };
 
 }  // namespace detail
