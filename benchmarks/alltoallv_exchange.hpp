@@ -20,15 +20,14 @@ namespace cmx::bench {
 /// are appended to region d of a private send area (the permutation by destination); exchange()
 /// sends every region's records to its rank, which receives them into region s of its receive
 /// area ([num_ranks][capacity] records each).
-class AlltoallvExchange {
+class AlltoallvExchange : public RecordFormat {
  public:
   /// Collective over the device's communicator. Each rank sends each rank up to `capacity`
-  /// records of row_bytes + sizeof(RecordTag) bytes per exchange.
+  /// records (RecordFormat) per exchange.
   AlltoallvExchange(mpi_backend::Device device, std::size_t row_bytes, std::size_t capacity)
-      : communicator_(device.communicator()),
+      : RecordFormat(row_bytes),
+        communicator_(device.communicator()),
         num_ranks_(static_cast<std::size_t>(device.world_size())),
-        row_bytes_(row_bytes),
-        record_bytes_(row_bytes + sizeof(RecordTag)),
         capacity_(capacity),
         send_area_(num_ranks_ * region_bytes()),
         receive_area_(num_ranks_ * region_bytes()),
@@ -42,31 +41,19 @@ class AlltoallvExchange {
       displacements_[rank] = static_cast<int>(rank * region_bytes());
   }
 
-  std::size_t row_bytes() const noexcept { return row_bytes_; }
-  std::size_t record_bytes() const noexcept { return record_bytes_; }
-
   /// The next free record for `dst_rank` in the send area. Throws cmx::Error(capacity) past
   /// `capacity` records.
   std::byte* append(int dst_rank) {
     int& bytes = send_counts_[static_cast<std::size_t>(dst_rank)];
-    cmx::detail::require(static_cast<std::size_t>(bytes) < capacity_ * record_bytes_,
+    cmx::detail::require(static_cast<std::size_t>(bytes) < capacity_ * record_bytes(),
                          ErrorCode::capacity, "AlltoallvExchange: more than ", capacity_,
                          " records for rank ", dst_rank);
     std::byte* record =
         send_area_.data() +
         static_cast<std::size_t>(displacements_[static_cast<std::size_t>(dst_rank)]) +
         static_cast<std::size_t>(bytes);
-    bytes += static_cast<int>(record_bytes_);
+    bytes += static_cast<int>(record_bytes());
     return record;
-  }
-
-  void set_tag(std::byte* record, const RecordTag& tag) const noexcept {
-    std::memcpy(record + row_bytes_, &tag, sizeof(tag));
-  }
-  RecordTag tag(const std::byte* record) const noexcept {
-    RecordTag tag;
-    std::memcpy(&tag, record + row_bytes_, sizeof(tag));
-    return tag;
   }
 
   /// Collective: MPI_Alltoall of the byte counts, then MPI_Alltoallv of the records.
@@ -86,23 +73,21 @@ class AlltoallvExchange {
   /// Records `src_rank` sent here in the last exchange.
   std::size_t num_received(int src_rank) const noexcept {
     return static_cast<std::size_t>(receive_counts_[static_cast<std::size_t>(src_rank)]) /
-           record_bytes_;
+           record_bytes();
   }
   /// Record `index` of those `src_rank` sent here.
   const std::byte* received(int src_rank, std::size_t index) const noexcept {
     return receive_area_.data() +
            static_cast<std::size_t>(displacements_[static_cast<std::size_t>(src_rank)]) +
-           index * record_bytes_;
+           index * record_bytes();
   }
 
  private:
   // Bytes of the records one rank sends one rank per exchange.
-  std::size_t region_bytes() const noexcept { return capacity_ * record_bytes_; }
+  std::size_t region_bytes() const noexcept { return capacity_ * record_bytes(); }
 
   MPI_Comm communicator_;
   std::size_t num_ranks_;
-  std::size_t row_bytes_;
-  std::size_t record_bytes_;
   std::size_t capacity_;               // records per (source, destination) pair and exchange
   LazyArray<std::byte> send_area_;     // [num_ranks][capacity] records, region d for rank d
   LazyArray<std::byte> receive_area_;  // [num_ranks][capacity] records, region s from rank s

@@ -56,15 +56,6 @@ ep::Config config_of(const Case& c, int num_ranks) {
           .combine_source = c.combine_source};
 }
 
-// The same on every rank: each rank builds every rank's inputs from the seed.
-std::vector<int> random_token_counts(int num_ranks, int capacity, std::uint64_t seed) {
-  std::mt19937_64 random(seed);
-  std::vector<int> counts(static_cast<std::size_t>(num_ranks));
-  for (int& count : counts)
-    count = static_cast<int>(random() % static_cast<std::uint64_t>(capacity + 1));
-  return counts;
-}
-
 // One round on a fresh World, each rank checked against the reference.
 void check_one_round(const Case& c, const std::vector<int>& tokens, std::uint64_t seed) {
   World world(MPI_COMM_WORLD, cmx::test::world_config(std::chrono::seconds(60), c.blocks_per_rank));
@@ -80,7 +71,8 @@ void check_one_round(const Case& c, const std::vector<int>& tokens, std::uint64_
 }
 
 void check_one_round(const Case& c, std::uint64_t seed) {
-  check_one_round(c, random_token_counts(cmx::test::world_size(), c.capacity, seed + 17), seed);
+  check_one_round(c, cmx::test::random_token_counts(cmx::test::world_size(), c.capacity, seed + 17),
+                  seed);
 }
 
 }  // namespace
@@ -175,7 +167,7 @@ void check_rounds(const Case& c, int num_rounds, bool skewed) {
   std::vector<cmx::reference::DispatchedRows> expected;
   for (int i = 0; i < kDistinctInputs; ++i) {
     inputs.push_back(cmx::test::make_inputs(
-        config, num_ranks, random_token_counts(num_ranks, c.capacity, 500u + i),
+        config, num_ranks, cmx::test::random_token_counts(num_ranks, c.capacity, 500u + i),
         i % 5 == 4 ? Routing::same_rank : Routing::uniform, 600u + i));
     expected.push_back(cmx::reference::dispatch(config, num_ranks, inputs.back()));
   }
@@ -232,7 +224,7 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
                                          .precision = precision},
                                         num_ranks);
     const auto first = cmx::test::make_inputs(
-        config, num_ranks, random_token_counts(num_ranks, 16, 3), Routing::uniform, 77);
+        config, num_ranks, cmx::test::random_token_counts(num_ranks, 16, 3), Routing::uniform, 77);
     const auto other = cmx::test::make_inputs(
         config, num_ranks, std::vector<int>(static_cast<std::size_t>(num_ranks), 16),
         Routing::same_rank, 78);

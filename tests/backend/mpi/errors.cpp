@@ -178,32 +178,6 @@ TEST_CASE("zero-copy combine reads only the buffer's expert_out") {
   check_peers_failed_fast(outcome, device.rank(), 0, "combine");
 }
 
-TEST_CASE("calls out of order are state errors, on a World of one process") {
-  World world(MPI_COMM_SELF, cmx::test::world_config(20s));
-  Device device = world.device();
-  const ep::Config config = config_for(1);
-  const std::vector<bf16> x(32);
-  const std::vector<std::int32_t> topk_idx = {0, 1, 2, 3};
-  std::vector<bf16> y(32);
-  const std::vector<float> weights(4, 0.25f);
-  std::vector<bf16> expert_out(ep::Layout(config, 1).num_messages() * 32);
-  {
-    ep::Buffer<Device> buffer(device, config);
-    CHECK_THROWS_WITH_AS(
-        ep::combine(device, buffer, {.expert_out = expert_out, .topk_weights = weights, .y = y}),
-        doctest::Contains("combine called without a dispatch before it"), cmx::Error);
-    // The error left the buffer failed: it refuses further calls.
-    CHECK_THROWS_WITH_AS(
-        ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
-        doctest::Contains("left unusable"), cmx::Error);
-  }
-  ep::Buffer<Device> buffer(device, config);
-  ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1});
-  CHECK_THROWS_WITH_AS(
-      ep::dispatch(device, buffer, {.x = x, .topk_idx = topk_idx, .num_tokens = 1}),
-      doctest::Contains("dispatch called twice without a combine between"), cmx::Error);
-}
-
 TEST_CASE("configs that differ between ranks are reported on every rank") {
   World world(MPI_COMM_WORLD, cmx::test::world_config(20s));
   Device device = world.device();
