@@ -17,6 +17,9 @@ inline constexpr char kGBps[] = "GBps";                   // one rank's bytes / 
 inline constexpr char kMemcpyGBps[] = "memcpy_GBps";      // the same bytes by memcpy, 1e9 B/s
 inline constexpr char kRatioMemcpy[] = "ratio_memcpy";    // memcpy time / cmx time
 inline constexpr char kRatioUnfused[] = "ratio_unfused";  // unfused time / cmx time
+// cmx_bench_mpi's baseline: quantize, permute, MPI_Alltoallv, unpermute.
+inline constexpr char kAlltoallvUs[] = "alltoallv_us";        // microseconds per call
+inline constexpr char kRatioAlltoallv[] = "ratio_alltoallv";  // its time / cmx time
 }  // namespace counter
 
 class EpWorldBench;  // one World and its ranks' buffers (ep_bench.cpp)

@@ -22,7 +22,7 @@ struct PublishedEntry {
 };
 
 // Column widths of the summary table, in characters (negative: left-aligned).
-constexpr std::array<int, 4> kWidths = {-18, 4, -36, 14};
+constexpr std::array<int, 4> kWidths = {-22, 4, -36, 16};
 
 /// The published figures of `kernel` at EP size `num_ranks`, a latency and a bandwidth per
 /// (source, system), in file order.
@@ -42,7 +42,8 @@ std::vector<PublishedEntry> published_entries(const std::vector<PublishedFigure>
   return entries;
 }
 
-void print_preamble(std::ostream& out, const EpShape& shape) {
+/// The lines every EP summary opens with: the workload and how its bytes are counted.
+void print_workload(std::ostream& out, const EpShape& shape) {
   out << "\n=== cmx expert-parallel kernels beside published figures ===\n"
       << "Workload: " << shape.num_tokens << " tokens per rank, hidden " << shape.hidden << ", top-"
       << shape.num_topk << " of " << shape.num_experts
@@ -52,17 +53,10 @@ void print_preamble(std::ostream& out, const EpShape& shape) {
       << message_bytes(Kernel::dispatch, shape.hidden) << " B (H + 4), combine "
       << message_bytes(Kernel::combine, shape.hidden)
       << " B (2H). GB/s = one rank's bytes / latency, GB = 1e9 B. cmx figures are medians.\n"
-      << "This machine is a CPU with " << std::thread::hardware_concurrency()
-      << " hardware threads emulating each rank as a thread (tbb backend, one block per rank);\n"
-      << "the published systems are 8-16 accelerators on dedicated links. So compare each "
-         "figure's ratio to its own machine's limit, not absolute speed.\n"
-      << "memcpy GB/s: the same bytes per rank copied by memcpy, all ranks at once: this "
-         "machine's limit.\n"
       << "combine: expert outputs in the caller's memory, copied back to each source rank, "
          "which reduces them; combine_zero_copy: written in place into the buffer, each source\n"
       << "rank reads its rows from the expert ranks as it reduces them (DeepEP's zero-copy "
-         "combine). The same bytes are counted for both.\n"
-      << "ratio_memcpy = GB/s / memcpy GB/s. ratio_unfused = unfused baseline time / cmx time.\n\n";
+         "combine). The same bytes are counted for both.\n";
 }
 
 /// The link limits the published sources state (rows of a link's maximum bandwidth).
@@ -78,49 +72,60 @@ void print_link_limits(std::ostream& out, const std::vector<PublishedFigure>& pu
   }
 }
 
-}  // namespace
+/// How one suite's table reads: which benchmarks make its rows and which counters its columns.
+struct TableStyle {
+  std::string ranks_arg;  // the benchmark argument that holds W
+  // A cmx row per path: (suffix of the benchmark's name, system label).
+  std::vector<std::pair<std::string, std::string>> paths;
+  std::vector<std::string> headings;                  // of the counter columns
+  std::vector<std::pair<const char*, int>> counters;  // (counter, decimals), one per heading
+};
 
-void print_ep_summary(std::ostream& out, const EpShape& shape, const std::vector<MeasuredRun>& runs,
-                      const PublishedTable& published) {
+/// The table: per kernel and W measured in `runs`, cmx's rows (per path; combine from the
+/// caller's memory, then zero-copy), then the published figures of that kernel and EP size; then
+/// the link limits and the sources. Calls `preamble()` first, and prints nothing if no EP
+/// benchmark ran.
+template <class Preamble>
+void print_table(std::ostream& out, const std::vector<MeasuredRun>& runs,
+                 const PublishedTable& published, const TableStyle& style, Preamble&& preamble) {
   // The EP sizes measured, in increasing order.
   std::vector<int> rank_counts;
   for (const MeasuredRun& run : runs)
-    if (run.name == to_string(Kernel::dispatch) || run.name == to_string(Kernel::combine) ||
-        run.name == benchmark_name(Kernel::combine, ep::CombineSource::buffer))
-      rank_counts.push_back(static_cast<int>(run.arg("ranks")));
+    for (const auto& [suffix, label] : style.paths)
+      for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
+        for (const auto source : {ep::CombineSource::caller_memory, ep::CombineSource::buffer})
+          if (run.name == benchmark_name(kernel, source) + suffix)
+            rank_counts.push_back(static_cast<int>(run.arg(style.ranks_arg)));
   std::sort(rank_counts.begin(), rank_counts.end());
   rank_counts.erase(std::unique(rank_counts.begin(), rank_counts.end()), rank_counts.end());
   if (rank_counts.empty()) return;
 
-  print_preamble(out, shape);
+  preamble();
   Footnotes footnotes;
-  print_row(out, kWidths,
-            {"kernel", "EP", "  system", "latency_us", "GB/s", "memcpy GB/s", "ratio_memcpy",
-             "ratio_unfused"});
-  // Per kernel and W: cmx's rows (combine: from the caller's memory, then zero-copy), then the
-  // published figures of that kernel and EP size.
+  std::vector<std::string> headings = {"kernel", "EP", "  system"};
+  headings.insert(headings.end(), style.headings.begin(), style.headings.end());
+  print_row(out, kWidths, headings);
   for (const Kernel kernel : {Kernel::dispatch, Kernel::combine})
     for (const int num_ranks : rank_counts) {
       for (const auto source : {ep::CombineSource::caller_memory, ep::CombineSource::buffer}) {
-        const std::string name = benchmark_name(kernel, source);
-        const auto row = std::find_if(runs.begin(), runs.end(), [&](const MeasuredRun& run) {
-          return run.name == name && run.arg("ranks") == num_ranks;
-        });
-        if (row == runs.end() ||
-            (kernel == Kernel::dispatch && source == ep::CombineSource::buffer))
-          continue;
-        if (!row->error.empty()) {
-          print_row(out, kWidths, {name, std::to_string(num_ranks), "  cmx: failed"});
-          out << "    " << row->error << '\n';
-          continue;
+        if (kernel == Kernel::dispatch && source == ep::CombineSource::buffer) continue;
+        for (const auto& [suffix, label] : style.paths) {
+          const std::string name = benchmark_name(kernel, source) + suffix;
+          const auto row = std::find_if(runs.begin(), runs.end(), [&](const MeasuredRun& run) {
+            return run.name == name && run.arg(style.ranks_arg) == num_ranks;
+          });
+          if (row == runs.end()) continue;
+          std::vector<std::string> cells = {name, std::to_string(num_ranks), "  " + label};
+          if (!row->error.empty()) {
+            cells.back() += ": failed";
+            print_row(out, kWidths, cells);
+            out << "    " << row->error << '\n';
+            continue;
+          }
+          for (const auto& [key, decimals] : style.counters)
+            cells.push_back(fixed(row->counter(key), decimals));
+          print_row(out, kWidths, cells);
         }
-        print_row(
-            out, kWidths,
-            {name, std::to_string(num_ranks), "  cmx (this machine)",
-             fixed(row->counter(counter::kLatencyUs), 1), fixed(row->counter(counter::kGBps), 2),
-             fixed(row->counter(counter::kMemcpyGBps), 2),
-             fixed(row->counter(counter::kRatioMemcpy), 2),
-             fixed(row->counter(counter::kRatioUnfused), 2)});
       }
       for (const PublishedEntry& entry : published_entries(published.figures, kernel, num_ranks)) {
         std::string system = "  ";  // (built with +=: GCC 12 warns falsely on chained + here)
@@ -132,6 +137,59 @@ void print_ep_summary(std::ostream& out, const EpShape& shape, const std::vector
     }
   print_link_limits(out, published.figures, footnotes);
   footnotes.print(out, published);
+}
+
+}  // namespace
+
+void print_ep_summary(std::ostream& out, const EpShape& shape, const std::vector<MeasuredRun>& runs,
+                      const PublishedTable& published) {
+  const TableStyle style{
+      .ranks_arg = "ranks",
+      .paths = {{"", "cmx (this machine)"}},
+      .headings = {"latency_us", "GB/s", "memcpy GB/s", "ratio_memcpy", "ratio_unfused"},
+      .counters = {{counter::kLatencyUs, 1},
+                   {counter::kGBps, 2},
+                   {counter::kMemcpyGBps, 2},
+                   {counter::kRatioMemcpy, 2},
+                   {counter::kRatioUnfused, 2}}};
+  print_table(out, runs, published, style, [&] {
+    print_workload(out, shape);
+    out << "This machine is a CPU with " << std::thread::hardware_concurrency()
+        << " hardware threads emulating each rank as a thread (tbb backend, one block per "
+           "rank);\n"
+        << "the published systems are 8-16 accelerators on dedicated links. So compare each "
+           "figure's ratio to its own machine's limit, not absolute speed.\n"
+        << "memcpy GB/s: the same bytes per rank copied by memcpy, all ranks at once: this "
+           "machine's limit.\n"
+        << "ratio_memcpy = GB/s / memcpy GB/s. ratio_unfused = unfused baseline time / cmx "
+           "time.\n\n";
+  });
+}
+
+void print_ep_mpi_summary(std::ostream& out, const EpShape& shape,
+                          const std::vector<MeasuredRun>& runs, const PublishedTable& published) {
+  const TableStyle style{
+      .ranks_arg = "procs",
+      .paths = {{"", "cmx, shared memory"}, {"_rma", "cmx, MPI_Put"}},
+      .headings = {"latency_us", "GB/s", "alltoallv_us", "ratio_alltoallv", "ratio_memcpy"},
+      .counters = {{counter::kLatencyUs, 1},
+                   {counter::kGBps, 2},
+                   {counter::kAlltoallvUs, 1},
+                   {counter::kRatioAlltoallv, 2},
+                   {counter::kRatioMemcpy, 2}}};
+  print_table(out, runs, published, style, [&] {
+    print_workload(out, shape);
+    out << "This machine is a CPU with " << std::thread::hardware_concurrency()
+        << " hardware threads running each rank as a process (mpi backend, one block per rank):\n"
+        << "'shared memory' rows: peers on one node write each other's memory with plain stores; "
+           "'MPI_Put' rows: every peer is reached by MPI_Put/MPI_Get, as across nodes.\n"
+        << "alltoallv_us: the pipeline users write with MPI, in the same iterations: quantize, "
+           "permute by destination, MPI_Alltoall of the counts + MPI_Alltoallv, unpermute\n"
+        << "(combine: the reverse, then the weighted reduction); checked to deliver the same "
+           "bytes as cmx. ratio_alltoallv = its time / cmx time.\n"
+        << "ratio_memcpy = memcpy time of the same bytes per rank / cmx time: this machine's "
+           "limit. The published systems are accelerators on dedicated links: compare ratios.\n\n";
+  });
 }
 
 }  // namespace cmx::bench

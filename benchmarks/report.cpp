@@ -3,11 +3,16 @@
 #include "report.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cstdlib>
+#include <exception>
 #include <iomanip>
+#include <iostream>
 #include <sstream>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "cmx/core/cpu_isa.hpp"
 
@@ -75,6 +80,52 @@ long MeasuredRun::arg(std::string_view key, long missing) const {
     at = end + 1;
   }
   return missing;
+}
+
+std::optional<PublishedTable> initialize(int argc, char** argv,
+                                         const std::string& default_published_path) {
+  constexpr std::string_view kPublishedFlag = "--published_numbers=";
+  constexpr const char* kPublishedEnv = "CMX_PUBLISHED_NUMBERS";
+  constexpr std::array<const char*, 4> kDefaultFlags = {
+      "--benchmark_repetitions=3",
+      "--benchmark_min_time=0.2",
+      "--benchmark_display_aggregates_only=true",
+      "--benchmark_counters_tabular=true",
+  };
+  PublishedTable published{.figures = {}, .path = default_published_path};
+  if (const char* from_env = std::getenv(kPublishedEnv)) published.path = from_env;
+
+  // Google Benchmark's arguments: ours first, so that the user's override them; our own flag
+  // taken out.
+  std::vector<std::string> arguments = {argv[0]};
+  arguments.insert(arguments.end(), kDefaultFlags.begin(), kDefaultFlags.end());
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument = argv[i];
+    if (argument.starts_with(kPublishedFlag))
+      published.path = argument.substr(kPublishedFlag.size());
+    else
+      arguments.emplace_back(argument);
+  }
+  std::vector<char*> argument_pointers;
+  for (std::string& argument : arguments) argument_pointers.push_back(argument.data());
+  int argument_count = static_cast<int>(argument_pointers.size());
+  benchmark::Initialize(&argument_count, argument_pointers.data());
+  if (benchmark::ReportUnrecognizedArguments(argument_count, argument_pointers.data()))
+    return std::nullopt;
+
+  try {
+    published.figures = load_published_figures(published.path);
+  } catch (const std::exception& error) {
+    std::cerr << argv[0] << ": " << error.what() << " (give its path with " << kPublishedFlag
+              << "PATH or $" << kPublishedEnv << ")\n";
+    return std::nullopt;
+  }
+  return published;
+}
+
+std::ostream& summary_stream(benchmark::BenchmarkReporter& display) {
+  const bool display_is_table = dynamic_cast<benchmark::ConsoleReporter*>(&display) != nullptr;
+  return display_is_table ? std::cout : std::cerr;
 }
 
 void add_common_context() {

@@ -6,6 +6,7 @@
 #include <benchmark/benchmark.h>
 
 #include <map>
+#include <optional>
 #include <ostream>
 #include <span>
 #include <string>
@@ -29,6 +30,19 @@ struct MeasuredRun {
   /// The value of named argument `key` ("ranks" of "ranks:8/..."), or `missing`.
   long arg(std::string_view key, long missing = -1) const;
 };
+
+/// Google Benchmark's initialization for cmx_bench and cmx_bench_mpi: its flags, after these
+/// defaults (the command line overrides them): --benchmark_repetitions=3
+/// --benchmark_min_time=0.2 --benchmark_display_aggregates_only=true
+/// --benchmark_counters_tabular=true; and cmx's own --published_numbers=PATH, else
+/// $CMX_PUBLISHED_NUMBERS, else `default_published_path`. Returns the published figures, or
+/// nothing after printing why the command line or the file is bad.
+std::optional<PublishedTable> initialize(int argc, char** argv,
+                                         const std::string& default_published_path);
+
+/// Where summaries go: stdout under the console table, else stderr (so that stdout stays
+/// machine-readable with a JSON or CSV --benchmark_format).
+std::ostream& summary_stream(benchmark::BenchmarkReporter& display);
 
 /// Records the context every suite shares (hardware threads, compiled ISA) in Google
 /// Benchmark's context block. Call before RunSpecifiedBenchmarks.

@@ -25,6 +25,33 @@ struct RecordTag {
 };
 static_assert(sizeof(RecordTag) == kTileAlignment, "a tag is one 32-byte unit, as puts require");
 
+/// The bytes of one exchanged record: row_bytes of row (a multiple of 32), then one RecordTag.
+class RecordFormat {
+ public:
+  explicit RecordFormat(std::size_t row_bytes)
+      : row_bytes_(row_bytes), record_bytes_(row_bytes + sizeof(RecordTag)) {
+    cmx::detail::require(row_bytes % kTileAlignment == 0, ErrorCode::invalid_argument,
+                         "a record's row_bytes ", row_bytes, " is not a multiple of ",
+                         kTileAlignment);
+  }
+
+  std::size_t row_bytes() const noexcept { return row_bytes_; }
+  std::size_t record_bytes() const noexcept { return record_bytes_; }
+
+  void set_tag(std::byte* record, const RecordTag& tag) const noexcept {
+    std::memcpy(record + row_bytes_, &tag, sizeof(tag));
+  }
+  RecordTag tag(const std::byte* record) const noexcept {
+    RecordTag tag;
+    std::memcpy(&tag, record + row_bytes_, sizeof(tag));
+    return tag;
+  }
+
+ private:
+  std::size_t row_bytes_;
+  std::size_t record_bytes_;
+};
+
 /// An all-to-all of fixed-size records through symmetric memory, the way unfused code moves
 /// rows: append records to a private send area per destination rank, then exchange(): one put
 /// of each area into its destination's staging area, the count beside it, and a barrier.
@@ -41,26 +68,18 @@ static_assert(sizeof(RecordTag) == kTileAlignment, "a tag is one 32-byte unit, a
 /// rank passes after its reads: UnfusedEp alternates two exchanges, each one's barrier closing
 /// the reads of the other's.
 template <Device Dev>
-class RecordExchange {
+class RecordExchange : public RecordFormat {
  public:
   /// Collective. Each rank sends each rank up to `capacity` records per exchange.
   RecordExchange(Dev device, std::size_t row_bytes, std::size_t capacity)
-      : device_(device),
+      : RecordFormat(row_bytes),
+        device_(device),
         num_ranks_(static_cast<std::size_t>(device.world_size())),
-        row_bytes_(row_bytes),
-        record_bytes_(row_bytes + sizeof(RecordTag)),
         capacity_(capacity),
         records_offset_(num_ranks_ * sizeof(CountSlot)),
         staging_(device_.allocate_symmetric(records_offset_ + num_ranks_ * region_bytes())),
         send_area_(num_ranks_ * region_bytes()),  // [num_ranks][capacity] records
-        num_appended_(num_ranks_, 0) {
-    cmx::detail::require(row_bytes % kTileAlignment == 0, ErrorCode::invalid_argument,
-                         "RecordExchange: row_bytes ", row_bytes, " is not a multiple of ",
-                         kTileAlignment);
-  }
-
-  std::size_t row_bytes() const noexcept { return row_bytes_; }
-  std::size_t record_bytes() const noexcept { return record_bytes_; }
+        num_appended_(num_ranks_, 0) {}
 
   /// The next free record for `dst_rank` in the send area: write row_bytes() of row at it, then
   /// set_tag(). Throws cmx::Error(capacity) past `capacity` records.
@@ -68,16 +87,7 @@ class RecordExchange {
     std::size_t& appended = num_appended_[static_cast<std::size_t>(dst_rank)];
     cmx::detail::require(appended < capacity_, ErrorCode::capacity, "RecordExchange: more than ",
                          capacity_, " records for rank ", dst_rank);
-    return send_region(static_cast<std::size_t>(dst_rank)) + appended++ * record_bytes_;
-  }
-
-  void set_tag(std::byte* record, const RecordTag& tag) const noexcept {
-    std::memcpy(record + row_bytes_, &tag, sizeof(tag));
-  }
-  RecordTag tag(const std::byte* record) const noexcept {
-    RecordTag tag;
-    std::memcpy(&tag, record + row_bytes_, sizeof(tag));
-    return tag;
+    return send_region(static_cast<std::size_t>(dst_rank)) + appended++ * record_bytes();
   }
 
   /// Collective: puts every appended record and its count into its destination's staging, then
@@ -88,7 +98,7 @@ class RecordExchange {
     for (std::size_t dst = 0; dst < num_ranks_; ++dst) {
       const std::size_t appended = num_appended_[dst];
       device_.put(staging_, static_cast<int>(dst), region_offset(rank),
-                  std::span<const std::byte>(send_region(dst), appended * record_bytes_));
+                  std::span<const std::byte>(send_region(dst), appended * record_bytes()));
       const CountSlot count{static_cast<std::int64_t>(appended), {}};
       device_.put(staging_, static_cast<int>(dst), count_offset(rank),
                   std::as_bytes(std::span<const CountSlot>(&count, 1)));
@@ -107,7 +117,7 @@ class RecordExchange {
   /// Record `index` of those `src_rank` sent here.
   const std::byte* received(int src_rank, std::size_t index) const noexcept {
     return device_.local(staging_) + region_offset(static_cast<std::size_t>(src_rank)) +
-           index * record_bytes_;
+           index * record_bytes();
   }
 
  private:
@@ -118,7 +128,7 @@ class RecordExchange {
   static_assert(sizeof(CountSlot) == kTileAlignment);
 
   // Bytes of the records one rank sends one rank per exchange.
-  std::size_t region_bytes() const noexcept { return capacity_ * record_bytes_; }
+  std::size_t region_bytes() const noexcept { return capacity_ * record_bytes(); }
   // Byte offsets in every staging part of the count and the records that `src_rank` sends.
   std::size_t count_offset(std::size_t src_rank) const noexcept {
     return src_rank * sizeof(CountSlot);
@@ -133,8 +143,6 @@ class RecordExchange {
 
   Dev device_;
   std::size_t num_ranks_;
-  std::size_t row_bytes_;
-  std::size_t record_bytes_;
   std::size_t capacity_;        // records per (source, destination) pair and exchange
   std::size_t records_offset_;  // bytes: where `records` starts in the staging part
   typename Dev::Symmetric staging_;
@@ -142,13 +150,14 @@ class RecordExchange {
   std::vector<std::size_t> num_appended_;  // [num_ranks] records in each destination's area
 };
 
-/// Dispatch and combine as separate passes over RecordExchange, with cmx's contract (the same
-/// received rows in the same [local expert][source rank][slot] layout and order, the same y bit
-/// for bit) and none of its fusion:
+/// Dispatch and combine as separate passes over an all-to-all of records (`Exchange`:
+/// RecordExchange, or any type with its members and constructor, such as an MPI_Alltoallv), with
+/// cmx's contract (the same received rows in the same [local expert][source rank][slot] layout
+/// and order, the same y bit for bit) and none of its fusion:
 ///   dispatch: quantize all tokens -> pack rows by destination -> copy -> unpack by expert;
 ///   combine:  pack expert outputs by source -> copy -> unpack to [token][k] -> weighted reduce.
 /// Each pass runs on the rank's thread: cmx_bench gives cmx's kernels one block per rank too.
-template <Device Dev>
+template <Device Dev, class Exchange = RecordExchange<Dev>>
 class UnfusedEp {
  public:
   /// Collective, like cmx::ep::Buffer.
@@ -192,7 +201,7 @@ class UnfusedEp {
                                             .reserved = {}});
       }
 
-    // 3. Copy: one put per destination rank, then a barrier.
+    // 3. Copy: the all-to-all.
     dispatch_exchange_.exchange();
 
     // 4. Unpack: each received record to the next slot of its (local expert, source rank)
@@ -230,7 +239,7 @@ class UnfusedEp {
                                              .reserved = {}});
         }
 
-    // 2. Copy: one put per source rank, then a barrier.
+    // 2. Copy: the all-to-all.
     combine_exchange_.exchange();
 
     // 3. Unpack: each returned row to its (token, k) place, combine_rows_ [T][K][H] bf16.
@@ -308,10 +317,10 @@ class UnfusedEp {
   ep::Config config_;
   ep::Layout layout_;
   std::size_t hidden_;
-  std::vector<std::int8_t> codes_;         // [max_tokens][hidden] quantized tokens
-  std::vector<float> scales_;              // [max_tokens] their scales
-  RecordExchange<Dev> dispatch_exchange_;  // records: INT8 row (padded to 32 B) + tag
-  RecordExchange<Dev> combine_exchange_;   // records: bf16 row + tag
+  std::vector<std::int8_t> codes_;  // [max_tokens][hidden] quantized tokens
+  std::vector<float> scales_;       // [max_tokens] their scales
+  Exchange dispatch_exchange_;      // records: INT8 row (padded to 32 B) + tag
+  Exchange combine_exchange_;       // records: bf16 row + tag
   // [num_local_experts][num_ranks][max_tokens] dispatch records, capacity-sized like cmx's
   // receive area; only received rows are ever written (LazyArray: only they take memory).
   LazyArray<std::byte> received_;

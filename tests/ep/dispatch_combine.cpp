@@ -15,6 +15,7 @@ namespace {
 using cmx::bf16;
 using cmx::tbb_backend::Device;
 using cmx::tbb_backend::World;
+using cmx::test::random_token_counts;
 using cmx::test::Routing;
 namespace ep = cmx::ep;
 
@@ -50,14 +51,6 @@ ep::Config config_of(const Case& c) {
           .num_topk = c.num_topk,
           .precision = c.precision,
           .combine_source = c.combine_source};
-}
-
-std::vector<int> random_token_counts(int num_ranks, int capacity, std::uint64_t seed) {
-  std::mt19937_64 random(seed);
-  std::vector<int> counts(static_cast<std::size_t>(num_ranks));
-  for (int& count : counts)
-    count = static_cast<int>(random() % static_cast<std::uint64_t>(capacity + 1));
-  return counts;
 }
 
 // One round on a fresh world, each rank checked against the reference.

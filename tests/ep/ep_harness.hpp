@@ -110,6 +110,16 @@ inline std::vector<EpRankInput> make_inputs(const ep::Config& config, int num_ra
   return inputs;
 }
 
+/// Tokens of each of `num_ranks` ranks, each in [0, capacity], drawn from `seed`: the same on
+/// every rank (and process) that asks.
+inline std::vector<int> random_token_counts(int num_ranks, int capacity, std::uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::vector<int> counts(static_cast<std::size_t>(num_ranks));
+  for (int& count : counts)
+    count = static_cast<int>(random() % static_cast<std::uint64_t>(capacity + 1));
+  return counts;
+}
+
 /// "" if the received view matches the reference segment for segment, byte for byte; else the
 /// first difference.
 inline std::string compare_received(const ep::Received& received, int rank,

@@ -18,6 +18,8 @@ enum class ErrorCode {
   peer_failed,       ///< a peer reported an error through the protocol; see that rank's own error
   state,             ///< a call out of order (e.g. two dispatches without a combine), or a buffer
                      ///< left unusable by an earlier error
+  transport,         ///< the backend's communication layer failed (an MPI error); the message
+                     ///< carries its own text
 };
 
 /// Returns the name of an error code, as used in messages ("timeout", ...).
@@ -35,6 +37,8 @@ inline const char* to_string(ErrorCode code) noexcept {
       return "peer_failed";
     case ErrorCode::state:
       return "state";
+    case ErrorCode::transport:
+      return "transport";
   }
   return "unknown";
 }

@@ -26,25 +26,6 @@
 
 namespace cmx::tbb_backend {
 
-namespace detail {
-// True in a ThreadSanitizer build. libtbb itself is not instrumented, so TSan cannot see how
-// oneTBB hands tasks and pooled memory between threads and reports those hand-offs as races.
-// Such a build runs each rank's blocks one after another on the rank's own thread, without
-// oneTBB, so what TSan checks is the inter-rank protocol, where the concurrency is. The block
-// partitioning is unchanged: max_blocks() still reports the configured count.
-#if defined(__SANITIZE_THREAD__)
-inline constexpr bool kThreadSanitizer = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-inline constexpr bool kThreadSanitizer = true;
-#else
-inline constexpr bool kThreadSanitizer = false;
-#endif
-#else
-inline constexpr bool kThreadSanitizer = false;
-#endif
-}  // namespace detail
-
 /// How a World runs its ranks.
 struct WorldConfig {
   int num_ranks = 1;  ///< ranks, each a thread of its own (1 ... any; 320 is tested)

@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::tbb_backend::detail::CpuDevice: what every CPU backend's Device shares (the TBB backend's
+// and the MPI backend's): blocks run on oneTBB, each with a bounded local memory; zero-copy
+// staging and the row operations; the peer write into mapped memory; the checks of the Ascend
+// DMA rules on every access to symmetric memory.
+#pragma once
+
+#include <oneapi/tbb/blocked_range.h>
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+
+#include "cmx/backend/tbb/row_ops.hpp"
+#include "cmx/backend/tbb/streaming_copy.hpp"
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/error.hpp"
+#include "cmx/core/local_arena.hpp"
+#include "cmx/core/quantize.hpp"
+#include "cmx/device/device.hpp"
+
+namespace cmx::tbb_backend::detail {
+
+// True in a ThreadSanitizer build. libtbb itself is not instrumented, so TSan cannot see how
+// oneTBB hands tasks and pooled memory between threads and reports those hand-offs as races.
+// Such a build runs each rank's blocks one after another on the rank's own thread, without
+// oneTBB, so what TSan checks is the inter-rank protocol, where the concurrency is. The block
+// partitioning is unchanged: max_blocks() still reports the configured count.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+
+/// The members of cmx::Device that do not depend on how ranks are connected; a CPU backend's
+/// Device derives from it and adds ranks, symmetric memory, signals and launch. Their contracts
+/// are documented in cmx/device/device.hpp.
+class CpuDevice {
+ public:
+  /// Local memory per block: an Ascend 910 AIV core's Unified Buffer, so a kernel that fits
+  /// here fits there.
+  static constexpr std::size_t kLocalMemoryBytes = 192 * 1024;
+
+  /// A put of at least kStreamingPutBytes bypasses this core's caches (streaming stores), as
+  /// the NPU's DMA into a peer's memory does: the bytes are for the peer, and writing them
+  /// through the cache would first read every line of the destination (read for ownership).
+  static constexpr std::size_t kStreamingPutBytes = 4096;
+
+  /// Bytes of a cache line (x86-64 and most other CPUs), the unit prefetch() moves.
+  static constexpr std::size_t kCacheLineBytes = 64;
+
+  /// Zero-copy on the CPU: global memory is already cached memory. The tile still counts
+  /// against the block's local memory, as it would on a backend that copies.
+  template <class T>
+  std::span<const T> stage_in(LocalArena& local, const T* global, std::size_t count) {
+    local.reserve<T>(count);
+    return {global, count};
+  }
+
+  /// Prefetches every cache line of [ptr, ptr + bytes) into the caches (L2 and outward): the
+  /// row a block will stage next arrives while it still works on the current one.
+  void prefetch(const void* ptr, std::size_t bytes) noexcept {
+    const char* begin = static_cast<const char*>(ptr);
+    for (std::size_t offset = 0; offset < bytes; offset += kCacheLineBytes)
+      __builtin_prefetch(begin + offset, 0, 2);
+  }
+
+  template <class T>
+  void load(std::span<T> tile, const T* global) {
+    std::memcpy(tile.data(), global, tile.size_bytes());
+  }
+
+  template <class T>
+  void store(T* global, std::span<const T> tile) {
+    std::memcpy(global, tile.data(), tile.size_bytes());
+  }
+
+  float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) noexcept {
+    return cmx::quantize_row_int8(row, out);
+  }
+  void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row,
+                               float weight) noexcept {
+    detail::accumulate_weighted_row(acc, row, weight);
+  }
+  void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) noexcept {
+    cmx::round_row_to_bf16(in, out);
+  }
+
+ protected:
+  /// The peer write into memory this process maps: streaming stores for a put of
+  /// kStreamingPutBytes or more (published by their SFENCE, see copy_streaming), else memcpy.
+  /// (Not under ThreadSanitizer, which does not see GCC's streaming-store builtins.)
+  static void copy_to_peer(std::byte* destination, std::span<const std::byte> source) {
+    if (source.size() >= kStreamingPutBytes && !kThreadSanitizer)
+      copy_streaming(destination, source.data(), source.size());
+    else
+      std::memcpy(destination, source.data(), source.size());
+  }
+
+  /// A zero-copy view of `count` elements of T at `part + offset` (a peer's part this process
+  /// maps), counted against the block's local memory.
+  template <class T>
+  static std::span<const T> view_of_peer(LocalArena& local, const std::byte* part,
+                                         std::size_t offset, std::size_t count) {
+    local.reserve<T>(count);
+    return {reinterpret_cast<const T*>(part + offset), count};
+  }
+
+  /// The Ascend DMA rules, enforced on the CPU too so that a layout bug shows there: an access
+  /// of `bytes` at `offset` of `rank`'s part (`part_bytes` long) of a symmetric allocation
+  /// (`allocated` false: an empty handle) is 32-byte aligned and sized, names a rank of the
+  /// world, and stays inside the part. Throws cmx::Error naming `what` otherwise.
+  static void check_access(bool allocated, std::size_t part_bytes, int world_size, int rank,
+                           std::size_t offset, std::size_t bytes, const char* what) {
+    cmx::detail::require(allocated, ErrorCode::invalid_argument, what,
+                         ": symmetric allocation is empty");
+    cmx::detail::require(rank >= 0 && rank < world_size, ErrorCode::invalid_argument, what,
+                         ": rank ", rank, " out of range [0, ", world_size, ")");
+    cmx::detail::require(offset % kTileAlignment == 0 && bytes % kTileAlignment == 0,
+                         ErrorCode::invalid_argument, what, ": offset ", offset, " and size ",
+                         bytes, " must be multiples of ", kTileAlignment, " B");
+    cmx::detail::require(offset <= part_bytes && bytes <= part_bytes - offset, ErrorCode::capacity,
+                         what, ": [", offset, ", ", offset + bytes,
+                         ") is outside the symmetric part of ", part_bytes, " B");
+  }
+
+  /// Runs body(Block&) for blocks 0..num_blocks-1 in `arena` and returns when all are done.
+  /// One block, or a ThreadSanitizer build, runs them on the calling thread (no task overhead).
+  template <class Body>
+  static void run_blocks(oneapi::tbb::task_arena& arena, int num_blocks, Body& body) {
+    if (num_blocks <= 0) return;
+    if (num_blocks == 1 || kThreadSanitizer) {
+      for (int index = 0; index < num_blocks; ++index) run_block(index, num_blocks, body);
+      return;
+    }
+    arena.execute([&] {
+      oneapi::tbb::parallel_for(oneapi::tbb::blocked_range<int>(0, num_blocks, 1),
+                                [&](const oneapi::tbb::blocked_range<int>& blocks) {
+                                  for (int b = blocks.begin(); b != blocks.end(); ++b)
+                                    run_block(b, num_blocks, body);
+                                });
+    });
+  }
+
+ private:
+  // Each thread owns one block-sized local memory, whatever kernel it runs (so it lives in a
+  // function that is not a template); a block has it to itself while it runs.
+  static std::span<std::byte> thread_local_memory() {
+    struct alignas(kTileAlignment) LocalMemory {
+      std::byte bytes[kLocalMemoryBytes];
+    };
+    thread_local const std::unique_ptr<LocalMemory> memory = std::make_unique<LocalMemory>();
+    return {memory->bytes, kLocalMemoryBytes};
+  }
+
+  template <class Body>
+  static void run_block(int index, int count, Body& body) {
+    LocalArena local(thread_local_memory());
+    Block block{index, count, local};
+    body(block);
+  }
+};
+
+}  // namespace cmx::tbb_backend::detail

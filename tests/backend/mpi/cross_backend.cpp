@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: Apache-2.0
+// The same inputs give bitwise the same received rows and the same y on the MPI backend and on
+// the TBB backend: rank 0 gathers what every process received and computed, runs the same round
+// on a TBB World of as many ranks, and compares, byte for byte.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "ep_harness.hpp"
+#include "mpi_harness.hpp"
+
+namespace {
+
+using cmx::bf16;
+namespace ep = cmx::ep;
+
+/// What one rank received and computed in one round.
+struct RankRecord {
+  std::vector<std::int32_t> counts;  // [num_local_experts][num_ranks] rows per segment
+  std::vector<std::byte> rows;       // every received message, in segment order, then by slot
+  std::vector<bf16> y;               // [num_tokens][hidden]
+};
+
+/// One dispatch, the stand-in experts and one combine on `device`, recorded.
+template <class Dev>
+RankRecord run_and_record(Dev& device, const ep::Config& config,
+                          const std::vector<cmx::reference::EpRankInput>& inputs) {
+  const auto& input = inputs[static_cast<std::size_t>(device.rank())];
+  ep::Buffer<Dev> buffer(device, config);
+  const ep::Layout& layout = buffer.layout();
+  const ep::Received received = ep::dispatch(
+      device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+  RankRecord record;
+  for (int e = 0; e < layout.num_local_experts; ++e)
+    for (int src = 0; src < layout.num_ranks; ++src) {
+      record.counts.push_back(received.count(e, src));
+      for (int slot = 0; slot < received.count(e, src); ++slot) {
+        const std::byte* message = received.message(e, src, slot);
+        record.rows.insert(record.rows.end(), message, message + layout.message_bytes);
+      }
+    }
+  const bool in_buffer = config.combine_source == ep::CombineSource::buffer;
+  std::vector<bf16> caller_expert_out(in_buffer ? 0 : layout.num_messages() * layout.hidden);
+  cmx::test::run_stand_in_experts(
+      received, layout, device.rank(),
+      in_buffer ? buffer.expert_out() : std::span<bf16>(caller_expert_out));
+  record.y.resize(input.x.size());
+  ep::combine(device, buffer,
+              {.expert_out = caller_expert_out, .topk_weights = input.topk_weights, .y = record.y});
+  return record;
+}
+
+/// Every rank's `mine` at rank 0 ([world_size] there, empty elsewhere).
+template <class T>
+std::vector<std::vector<T>> gather_to_rank_0(const std::vector<T>& mine) {
+  const int num_ranks = cmx::test::world_size();
+  const int bytes = static_cast<int>(mine.size() * sizeof(T));
+  std::vector<int> sizes(static_cast<std::size_t>(num_ranks));
+  MPI_Gather(&bytes, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
+  std::vector<int> offsets(sizes.size());
+  int total = 0;
+  for (std::size_t r = 0; r < sizes.size(); ++r) {
+    offsets[r] = total;
+    total += sizes[r];
+  }
+  std::vector<std::byte> all(static_cast<std::size_t>(total));
+  MPI_Gatherv(mine.data(), bytes, MPI_BYTE, all.data(), sizes.data(), offsets.data(), MPI_BYTE, 0,
+              MPI_COMM_WORLD);
+  std::vector<std::vector<T>> result;
+  if (cmx::test::world_rank() != 0) return result;
+  for (std::size_t r = 0; r < sizes.size(); ++r) {
+    result.emplace_back(static_cast<std::size_t>(sizes[r]) / sizeof(T));
+    std::memcpy(result.back().data(), all.data() + offsets[r], static_cast<std::size_t>(sizes[r]));
+  }
+  return result;
+}
+
+/// "" if both ranks' records are the same bit for bit; else the first difference.
+std::string compare(const RankRecord& mpi, const RankRecord& tbb, int rank,
+                    const ep::Layout& layout) {
+  std::ostringstream error;
+  error << "rank " << rank << ": ";
+  if (mpi.counts != tbb.counts) {
+    std::size_t s = 0;
+    while (s < mpi.counts.size() && mpi.counts[s] == tbb.counts[s]) ++s;
+    error << "segment " << s << " has " << mpi.counts[s] << " rows on MPI, " << tbb.counts[s]
+          << " on TBB";
+    return error.str();
+  }
+  if (mpi.rows != tbb.rows) {
+    std::size_t i = 0;
+    while (mpi.rows[i] == tbb.rows[i]) ++i;
+    error << "received row " << i / layout.message_bytes << " differs at byte "
+          << i % layout.message_bytes;
+    return error.str();
+  }
+  for (std::size_t i = 0; i < mpi.y.size(); ++i)
+    if (mpi.y[i] != tbb.y[i]) {
+      error << "y[" << i / static_cast<std::size_t>(layout.hidden) << ", "
+            << i % static_cast<std::size_t>(layout.hidden) << "] is 0x" << std::hex << mpi.y[i].bits
+            << " on MPI, 0x" << tbb.y[i].bits << " on TBB";
+      return error.str();
+    }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("the MPI and TBB backends give bitwise the same received rows and y") {
+  const int num_ranks = cmx::test::world_size();
+  for (const auto precision : {ep::DispatchPrecision::int8, ep::DispatchPrecision::bf16})
+    for (const auto source : {ep::CombineSource::caller_memory, ep::CombineSource::buffer}) {
+      const ep::Config config{.num_experts = 8 * num_ranks,
+                              .max_tokens_per_rank = 32,
+                              .hidden = 7168,
+                              .num_topk = 8,
+                              .precision = precision,
+                              .combine_source = source};
+      INFO("config ", config, " over ", cmx::test::intra_node_of_run());
+      std::vector<int> tokens(static_cast<std::size_t>(num_ranks));
+      for (int r = 0; r < num_ranks; ++r) tokens[static_cast<std::size_t>(r)] = 32 - 3 * r;
+      const auto inputs =
+          cmx::test::make_inputs(config, num_ranks, tokens, cmx::test::Routing::uniform, 2026);
+
+      RankRecord mine;
+      {
+        cmx::mpi_backend::World world(MPI_COMM_WORLD, cmx::test::world_config());
+        cmx::mpi_backend::Device device = world.device();
+        mine = run_and_record(device, config, inputs);
+      }
+      const auto counts = gather_to_rank_0(mine.counts);
+      const auto rows = gather_to_rank_0(mine.rows);
+      const auto ys = gather_to_rank_0(mine.y);
+      if (cmx::test::world_rank() != 0) continue;
+
+      // The same round on the TBB backend, with other block counts than the MPI run's.
+      std::vector<RankRecord> tbb(static_cast<std::size_t>(num_ranks));
+      cmx::tbb_backend::World world({.num_ranks = num_ranks, .blocks_per_rank = 3});
+      world.run([&](cmx::tbb_backend::Device device) {
+        tbb[static_cast<std::size_t>(device.rank())] = run_and_record(device, config, inputs);
+      });
+      const ep::Layout layout(config, num_ranks);
+      for (int r = 0; r < num_ranks; ++r) {
+        const auto index = static_cast<std::size_t>(r);
+        const std::string mismatch =
+            compare({counts[index], rows[index], ys[index]}, tbb[index], r, layout);
+        CHECK_MESSAGE(mismatch.empty(), mismatch);
+      }
+    }
+}
