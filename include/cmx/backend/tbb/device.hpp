@@ -18,12 +18,15 @@
 #include <span>
 #include <sstream>
 
+#include "cmx/attention/microkernel/cpu.hpp"
 #include "cmx/backend/tbb/row_ops.hpp"
 #include "cmx/backend/tbb/streaming_copy.hpp"
 #include "cmx/backend/tbb/wait.hpp"
 #include "cmx/backend/tbb/world_state.hpp"
+#include "cmx/core/cpu_isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/core/quantize.hpp"
+#include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
 
 namespace cmx::tbb_backend {
@@ -219,9 +222,31 @@ class Device {
 
   detail::WorldState* world_;
   int rank_;
+
+  // ---- bf16 attention tiles (cmx::Bf16AttentionDevice): the CPU micro-kernels -------------
+  // (cmx/attention/microkernel/cpu.hpp), at the process's tier unless with_bf16_isa says.
+ public:
+  /// A copy of this device whose bf16 attention tiles run tier `isa` (tests and benchmarks run
+  /// every tier this CPU has). Throws cmx::Error(invalid_argument) if this CPU cannot run it.
+  Device with_bf16_isa(cpu::Isa isa) const {
+    Device copy = *this;
+    copy.bf16_ = attention::CpuBf16Microkernels(isa);
+    return copy;
+  }
+  /// The tier this device's bf16 attention tiles run.
+  cpu::Isa bf16_isa() const { return bf16_.isa(); }
+
+  void bf16_scores(const Bf16ScoresTile& tile) const { bf16_.scores(tile); }
+  void bf16_exp_scores(const Bf16ExpTile& tile) const { bf16_.exp_scores(tile); }
+  void bf16_accumulate_values(const Bf16ValuesTile& tile) const { bf16_.accumulate_values(tile); }
+
+ private:
+  attention::CpuBf16Microkernels bf16_;
 };
 
 static_assert(cmx::Device<Device>, "the TBB backend must satisfy the device concept");
 static_assert(cmx::PrefetchingDevice<Device>, "the TBB backend prefetches what blocks stage next");
+static_assert(cmx::Bf16AttentionDevice<Device>,
+              "the TBB backend supplies the bf16 attention tiles");
 
 }  // namespace cmx::tbb_backend
