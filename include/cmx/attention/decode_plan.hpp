@@ -40,7 +40,7 @@ inline constexpr int kMaxHeads = 128;
 inline constexpr int kMaxQueriesPerRequest = 16;
 /// No chunk of a split request is shorter than this many keys: below it, the per-item costs
 /// (packing the queries, writing and merging a partial) stop being small.
-inline constexpr std::int64_t kMinChunkKeys = 256;
+inline constexpr std::int64_t kMinChunkKeys = 512;
 /// The fixed cost of a work item, in keys, when blocks are given equal shares.
 inline constexpr std::int64_t kItemOverheadKeys = 64;
 

@@ -35,6 +35,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <numbers>
 #include <span>
@@ -70,8 +71,8 @@ struct MlaDecodeArgs {
   std::span<const std::int32_t> cache_seqlens;  ///< [batch] cached tokens, the s_q new included
   float softmax_scale = 0;                      ///< multiplies q.k; positive and finite
   Masking masking = Masking::causal;
-  std::span<bf16> o;     ///< [batch][s_q][h_q][512] out
-  std::span<float> lse;  ///< [batch][h_q][s_q] out: natural log of each row's softmax sum
+  std::span<bf16> o = {};     ///< [batch][s_q][h_q][512] out
+  std::span<float> lse = {};  ///< [batch][h_q][s_q] out: natural log of each row's softmax sum
 };
 
 namespace detail {
@@ -208,24 +209,31 @@ void store_row(Dev& device, const MlaDecodeArgs& args, int request, int row,
   device.store(args.lse.data() + at.lse, std::span<const float>(&lse, 1));
 }
 
-/// Step 2 for one work item.
+/// Keys of the tile of `item` that starts at `key`: at most the tile size, inside one cache block.
+inline int tile_keys(const MlaDecodePlan& plan, const PagedKvLayout& layout,
+                     const DecodeWorkItem& item, std::int64_t key) noexcept {
+  return static_cast<int>(std::min<std::int64_t>(
+      {plan.tiles().keys, item.key_end - key, layout.rows_left_in_block(key)}));
+}
+
+/// Step 2 for one work item; `next` is the item its block computes after it, if any.
 template <Device Dev>
 void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const PagedKvLayout& layout,
-            MlaDecodePlan& plan, const DecodeWorkItem& item) {
+            MlaDecodePlan& plan, const DecodeWorkItem& item, const DecodeWorkItem* next) {
   local.reset();
   const int rows = item.num_rows;
   const std::size_t m = static_cast<std::size_t>(rows);
   const ItemLocals tiles(local, rows, plan.tiles().keys);
   const std::size_t mark = local.mark();
 
-  // a. Pack the queries: q[i][c] goes to query_pairs[c / 2][i][c % 2].
+  // a. Pack the queries: the pair (q[i][2p], q[i][2p + 1]) goes to word p * rows + i.
   const std::size_t request_rows = static_cast<std::size_t>(item.request) * args.shape.rows();
   for (std::size_t i = 0; i < m; ++i) {
     local.rewind(mark);
     const std::span<const bf16> query = device.stage_in(
         local, args.q.data() + (request_rows + item.row_begin + i) * kKvDim, kKvDim);  // [576]
-    for (std::size_t c = 0; c < kKvDim; ++c)
-      tiles.query_pairs[((c / 2) * m + i) * 2 + c % 2] = query[c];
+    for (std::size_t p = 0; p < kKvDim / 2; ++p)
+      std::memcpy(&tiles.query_pairs[(p * m + i) * 2], &query[2 * p], 2 * sizeof(bf16));
   }
 
   // b. Start every row empty; its last visible position from the masking.
@@ -240,14 +248,19 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
   };
   const float scale_log2 = args.softmax_scale * std::numbers::log2e_v<float>;
 
-  // c. Stream the chunk's keys, a tile at a time, never across a cache block.
+  // c. Stream the chunk's keys, a tile at a time, never across a cache block; the device may
+  //    start fetching the tile after each (this item's next, or the next item's first).
   for (std::int64_t key = item.key_begin; key < item.key_end;) {
-    const int num_keys = static_cast<int>(std::min<std::int64_t>(
-        {plan.tiles().keys, item.key_end - key, layout.rows_left_in_block(key)}));
+    const int num_keys = tile_keys(plan, layout, item, key);
     local.rewind(mark);
     const std::span<const bf16> kv =
         device.stage_in(local, args.kv_cache.data() + layout.row_offset(item.request, key),
                         static_cast<std::size_t>(num_keys) * kKvDim);  // [num_keys][576]
+    const DecodeWorkItem* next_item = key + num_keys < item.key_end ? &item : next;
+    const std::int64_t next_key = next_item == &item ? key + num_keys
+                                  : next_item        ? next_item->key_begin
+                                                     : 0;
+    const bool has_next = next_item != nullptr && next_key < next_item->key_end;
     for (std::size_t i = 0; i < m; ++i)
       tiles.visible_keys[i] =
           static_cast<int>(std::clamp<std::int64_t>(visible_end(i) - key, 0, num_keys));
@@ -259,7 +272,11 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
                     .depth = kKvDim,
                     .visible_keys = tiles.visible_keys,
                     .scores = tiles.scores,
-                    .row_max = tiles.tile_max});
+                    .row_max = tiles.tile_max,
+                    .next_keys = has_next ? args.kv_cache.data() +
+                                                layout.row_offset(next_item->request, next_key)
+                                          : nullptr,
+                    .next_num_keys = has_next ? tile_keys(plan, layout, *next_item, next_key) : 0});
     for (std::size_t i = 0; i < m; ++i) {
       const float previous = tiles.running_max[i];
       const float next = std::max(previous, tiles.tile_max[i] * scale_log2);
@@ -367,8 +384,10 @@ void mla_decode(Dev& device, MlaDecodePlan& plan, const MlaDecodeArgs& args) {
   // 2. Attend: block k computes the plan's k-th run of items.
   const std::span<const DecodeWorkItem> items = plan.items();
   device.launch(plan.num_blocks(), [&](Block& block) {
-    for (std::size_t i = plan.block_begin(block.index); i < plan.block_begin(block.index + 1); ++i)
-      detail::attend(device, block.local, args, layout, plan, items[i]);
+    const std::size_t end = plan.block_begin(block.index + 1);
+    for (std::size_t i = plan.block_begin(block.index); i < end; ++i)
+      detail::attend(device, block.local, args, layout, plan, items[i],
+                     i + 1 < end ? &items[i + 1] : nullptr);
   });
 
   // 3. Merge the split rows, split evenly among blocks.

@@ -41,6 +41,11 @@ struct Bf16ScoresTile {
   std::span<const int> visible_keys;  ///< [num_queries]: query i sees keys j < visible_keys[i]
   std::span<float> scores;            ///< [num_keys][num_queries] out
   std::span<float> row_max;           ///< [num_queries] out
+  /// The keys of the tile this block computes next (same stride and depth), which the device
+  /// may start moving closer while it computes this one (a prefetch, an early DMA): a hint,
+  /// never read for the result. Null if none.
+  const bf16* next_keys = nullptr;
+  int next_num_keys = 0;
 };
 
 /// The softmax numerators of one tile, as bf16 probabilities for the PV product, and their sums.

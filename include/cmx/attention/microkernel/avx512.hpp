@@ -82,10 +82,35 @@ CMX_AVX512_BF16_TARGET inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b)
   return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 
+/// Brings the next tile's keys into L2 a few cache lines at a time, spread over the loop that
+/// computes this tile, so that the next tile starts from L2 instead of memory.
+class NextTilePrefetch {
+ public:
+  /// `iterations`: how many times step() will be called.
+  NextTilePrefetch(const Bf16ScoresTile& tile, long iterations)
+      : next_(reinterpret_cast<const char*>(tile.next_keys)),
+        row_bytes_(static_cast<long>(tile.key_stride * sizeof(bf16))),
+        lines_per_row_((static_cast<long>(tile.depth * sizeof(bf16)) + 63) / 64),
+        lines_(tile.next_keys == nullptr ? 0 : tile.next_num_keys * lines_per_row_),
+        per_step_(iterations > 0 ? (lines_ + iterations - 1) / iterations : 0) {}
+
+  CMX_AVX512_BF16_TARGET void step() {
+    for (long i = 0; i < per_step_ && line_ < lines_; ++i, ++line_)
+      _mm_prefetch(next_ + (line_ / lines_per_row_) * row_bytes_ + (line_ % lines_per_row_) * 64,
+                   _MM_HINT_T1);
+  }
+
+ private:
+  const char* next_;
+  long row_bytes_, lines_per_row_, lines_, per_step_;
+  long line_ = 0;
+};
+
 /// Scores of keys [key0, key0 + kKeys) against kVectors vectors of 16 queries from query0;
 /// masked, stored, folded into row_max.
 template <int kKeys, int kVectors>
-CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int key0, int query0) {
+CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int key0, int query0,
+                                                NextTilePrefetch& prefetch) {
   const int num_queries = tile.num_queries;
   __mmask16 lanes[kVectors];
   __m512 acc[kKeys][kVectors];
@@ -100,6 +125,7 @@ CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int 
   const bf16* pairs = tile.query_pairs.data() + static_cast<std::size_t>(query0) * 2;
   const std::size_t pair_stride = static_cast<std::size_t>(num_queries) * 2;  // one depth pair
   for (int p = 0; p < tile.depth / 2; ++p) {
+    prefetch.step();
     __m512i queries[kVectors];
 #pragma GCC unroll 4
     for (int v = 0; v < kVectors; ++v)
@@ -133,12 +159,13 @@ CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int 
 
 /// Every key of the tile against kVectors vectors of queries from query0.
 template <int kVectors, int kKeys>
-CMX_AVX512_BF16_TARGET inline void scores_for_queries(const Bf16ScoresTile& tile, int query0) {
+CMX_AVX512_BF16_TARGET inline void scores_for_queries(const Bf16ScoresTile& tile, int query0,
+                                                      NextTilePrefetch& prefetch) {
   int key = 0;
   for (; key + kKeys <= tile.num_keys; key += kKeys)
-    scores_block<kKeys, kVectors>(tile, key, query0);
-  for (; key + 4 <= tile.num_keys; key += 4) scores_block<4, kVectors>(tile, key, query0);
-  for (; key < tile.num_keys; ++key) scores_block<1, kVectors>(tile, key, query0);
+    scores_block<kKeys, kVectors>(tile, key, query0, prefetch);
+  for (; key + 4 <= tile.num_keys; key += 4) scores_block<4, kVectors>(tile, key, query0, prefetch);
+  for (; key < tile.num_keys; ++key) scores_block<1, kVectors>(tile, key, query0, prefetch);
 }
 
 /// 2^x: 0 below 2^-126 (and for -inf and NaN).
@@ -235,11 +262,22 @@ CMX_AVX512_BF16_TARGET inline void values_block(const Bf16ValuesTile& tile,
 CMX_AVX512_BF16_TARGET inline void scores(const Bf16ScoresTile& tile) {
   for (int i = 0; i < tile.num_queries; ++i)
     tile.row_max[static_cast<std::size_t>(i)] = -std::numeric_limits<float>::infinity();
+  // Each block of keys of each group of queries (as the loops below cut them) runs the depth
+  // loop once; the next tile's prefetch is spread over those iterations.
+  const auto blocks_of = [&](int keys_per_block) {
+    const int rest = tile.num_keys % keys_per_block;
+    return tile.num_keys / keys_per_block + rest / 4 + rest % 4;
+  };
+  long depth_loops = 0;
+  for (int query = 0; query < tile.num_queries; query += 32)
+    depth_loops += tile.num_queries - query > 16 ? blocks_of(detail::kScoreKeys)
+                                                 : blocks_of(detail::kScoreKeysOneVector);
+  detail::NextTilePrefetch prefetch(tile, depth_loops * (tile.depth / 2));
   int query = 0;
   for (; tile.num_queries - query > 16; query += 32)
-    detail::scores_for_queries<2, detail::kScoreKeys>(tile, query);
+    detail::scores_for_queries<2, detail::kScoreKeys>(tile, query, prefetch);
   if (query < tile.num_queries)
-    detail::scores_for_queries<1, detail::kScoreKeysOneVector>(tile, query);
+    detail::scores_for_queries<1, detail::kScoreKeysOneVector>(tile, query, prefetch);
 }
 
 /// Bf16ExpTile with a polynomial 2^x and VCVTNE2PS2BF16.
