@@ -18,7 +18,8 @@ TEST_CASE("each tier's tile operations agree with the scalar tier on ragged tile
   for (const cpu::Isa isa : cmx::test::runnable_tiers()) {
     if (isa == cpu::Isa::scalar) continue;
     std::uint32_t seed = 1;
-    for (const auto& [queries, keys] : shapes) {
+    for (const auto& [num_queries, num_keys] : shapes) {
+      const int queries = num_queries, keys = num_keys;  // (clang 14 captures no bindings)
       INFO("tier ", cpu::to_string(isa), ", ", queries, " queries, ", keys, " keys");
       const std::string mismatch = attention::microkernel::compare_with_scalar(
           attention::tile_operations(isa), queries, keys, seed++);
