@@ -2,6 +2,8 @@
 // The MLA suite: cmx's MLA decode on FlashMLA's grid scaled to this machine, each iteration
 // beside this machine's bf16 peak, its read bandwidth and the oneDNN-composed baseline, all
 // measured in the same run.
+#include "mla_bench.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -11,10 +13,10 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cmx/cmx.hpp"
-#include "mla_bench.hpp"
 #include "mla_machine.hpp"
 #include "mla_onednn_baseline.hpp"
 #include "mla_summary.hpp"
@@ -31,12 +33,13 @@ using Device = tbb_backend::Device;
 /// softmax_scale 576^-1/2 (FlashMLA's default).
 MlaInputs make_inputs(const MlaShape& shape) {
   MlaInputs inputs;
-  inputs.shape = {.batch = shape.batch, .num_queries = shape.num_queries,
-                  .num_heads = shape.num_heads};
+  inputs.shape = {
+      .batch = shape.batch, .num_queries = shape.num_queries, .num_heads = shape.num_heads};
   std::mt19937_64 random(0);
   std::normal_distribution<double> length(shape.mean_seqlen, shape.mean_seqlen / 2.0);
   for (int b = 0; b < shape.batch; ++b)
-    inputs.seqlens.push_back(static_cast<std::int32_t>(std::max<double>(length(random), shape.num_queries)));
+    inputs.seqlens.push_back(
+        static_cast<std::int32_t>(std::max<double>(length(random), shape.num_queries)));
   const std::int32_t longest = *std::max_element(inputs.seqlens.begin(), inputs.seqlens.end());
   inputs.block_size = kMlaBlockSize;
   inputs.max_blocks_per_seq = (longest + 255) / 256 * 256 / kMlaBlockSize;
@@ -48,7 +51,8 @@ MlaInputs make_inputs(const MlaShape& shape) {
     values.resize(count);
     for (bf16& value : values) value = bf16::from_float(normal(random));
   };
-  fill(inputs.q, static_cast<std::size_t>(shape.batch) * shape.num_queries * shape.num_heads * attention::kKvDim);
+  fill(inputs.q, static_cast<std::size_t>(shape.batch) * shape.num_queries * shape.num_heads *
+                     attention::kKvDim);
   fill(inputs.kv_cache, num_blocks * kMlaBlockSize * attention::kKvDim);
   inputs.softmax_scale = 1.0f / std::sqrt(static_cast<float>(attention::kKvDim));
   return inputs;
@@ -86,8 +90,12 @@ class MlaWorkload {
 #endif
   }
 
-  const MlaShape& shape() const noexcept { return shape_; }
-  double total_seqlens() const noexcept { return total_seqlens_; }
+  const MlaShape& shape() const noexcept {
+    return shape_;
+  }
+  double total_seqlens() const noexcept {
+    return total_seqlens_;
+  }
 
   void run_cmx(Device& device) {
     attention::mla_decode(device, plan_,
@@ -125,7 +133,8 @@ class MlaWorkload {
     const double difference = cosine_difference(o_, baseline_o_);
     if (!(difference < 1e-5)) {
       std::ostringstream text;
-      text << "cmx and the oneDNN baseline disagree: 1 - cos = " << difference << " (FlashMLA allows 1e-5)";
+      text << "cmx and the oneDNN baseline disagree: 1 - cos = " << difference
+           << " (FlashMLA allows 1e-5)";
       throw std::runtime_error(text.str());
     }
   }
@@ -134,7 +143,7 @@ class MlaWorkload {
   MlaShape shape_;
   MlaInputs inputs_;
   attention::MlaDecodePlan plan_;
-  std::vector<bf16> o_;    // [batch][s_q][h_q][512]
+  std::vector<bf16> o_;     // [batch][s_q][h_q][512]
   std::vector<float> lse_;  // [batch][h_q][s_q]
   double total_seqlens_ = 0;
 #if defined(CMX_BENCH_HAVE_ONEDNN)
@@ -148,7 +157,8 @@ class MlaWorkload {
 class MlaSession {
  public:
   tbb_backend::World& world() {
-    if (!world_) world_ = std::make_unique<tbb_backend::World>(tbb_backend::WorldConfig{.num_ranks = 1});
+    if (!world_)
+      world_ = std::make_unique<tbb_backend::World>(tbb_backend::WorldConfig{.num_ranks = 1});
     return *world_;
   }
   ReadBandwidth& bandwidth() {
@@ -176,8 +186,14 @@ class MlaSession {
   std::unique_ptr<MlaWorkload> workload_;
 };
 
-/// One iteration: read bandwidth (which also evicts the caches), cmx, read bandwidth again,
-/// the baseline, the peak. Only cmx's time is the iteration's time.
+/// Lets the thread pools of the previous section go idle (oneTBB's and oneDNN's OpenMP threads
+/// spin a little after their work), so that they take no core from the next one.
+void settle() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
+/// One iteration: the peak, the read bandwidth (which also evicts the caches), cmx, the read
+/// bandwidth again, the baseline. Only cmx's time is the iteration's time.
 void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
   const MlaShape shape{.batch = static_cast<int>(state.range(0)),
                        .mean_seqlen = static_cast<int>(state.range(1)),
@@ -193,18 +209,19 @@ void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
       total_seqlens = workload.total_seqlens();
       has_baseline = workload.has_baseline();
       for (auto _ : state) {
+        peak_flops.push_back(measure_peak_flops(device));
         read_bytes_per_second.push_back(bandwidth.measure(device));
         auto start = std::chrono::steady_clock::now();
         workload.run_cmx(device);
         cmx_seconds.push_back(seconds_since(start));
         state.SetIterationTime(cmx_seconds.back());
         read_bytes_per_second.push_back(bandwidth.measure(device));
-        if (has_baseline) {
-          start = std::chrono::steady_clock::now();
-          workload.run_baseline();
-          baseline_seconds.push_back(seconds_since(start));
-        }
-        peak_flops.push_back(measure_peak_flops(device));
+        if (!has_baseline) continue;
+        settle();
+        start = std::chrono::steady_clock::now();
+        workload.run_baseline();
+        baseline_seconds.push_back(seconds_since(start));
+        settle();
       }
     });
   } catch (const std::exception& error) {
@@ -213,8 +230,10 @@ void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
     return;
   }
   const double seconds = median(cmx_seconds);
-  const double tflops = mla_flops(shape.num_queries, shape.num_heads, total_seqlens) / seconds / 1e12;
-  const double gbps = mla_bytes(shape.batch, shape.num_queries, shape.num_heads, total_seqlens) / seconds / 1e9;
+  const double tflops =
+      mla_flops(shape.num_queries, shape.num_heads, total_seqlens) / seconds / 1e12;
+  const double gbps =
+      mla_bytes(shape.batch, shape.num_queries, shape.num_heads, total_seqlens) / seconds / 1e9;
   const double peak_tflops = median(peak_flops) / 1e12;
   const double read_gbps = median(read_bytes_per_second) / 1e9;
   state.counters[mla_counter::kTflops] = tflops;
@@ -233,21 +252,25 @@ class MlaSuite final : public Suite {
       for (const int seqlen : kMlaMeanSeqlens)
         for (const int heads : kMlaHeads)
           for (const int queries : kMlaQueries)
-            benchmark::RegisterBenchmark("mla_decode", [this](benchmark::State& state) {
-              run_mla_benchmark(state, session_);
-            })
+            benchmark::RegisterBenchmark(
+                "mla_decode",
+                [this](benchmark::State& state) { run_mla_benchmark(state, session_); })
                 ->ArgNames({"batch", "seqlen", "heads", "sq"})
                 ->Args({batch, seqlen, heads, queries})
                 ->UseManualTime()
                 ->Unit(benchmark::kMillisecond);
     benchmark::AddCustomContext("cmx_mla_backend", "tbb: one rank, every hardware thread a block");
-    benchmark::AddCustomContext("cmx_mla_tier", cpu::to_string(cpu::resolve_isa(cpu::KernelFamily::bf16_matmul)));
+    benchmark::AddCustomContext("cmx_mla_tier",
+                                cpu::to_string(cpu::resolve_isa(cpu::KernelFamily::bf16_matmul)));
     benchmark::AddCustomContext(
         "cmx_mla_workload",
-        "FlashMLA's grid scaled: batch 1/8/32, mean seqlen 1024/4096 drawn max(N(mean, mean/2), s_q), h_q 16/128, s_q 1/2, block 64, causal; caches evicted before each timed call");
+        "FlashMLA's grid scaled: batch 1/8/32, mean seqlen 1024/4096 drawn max(N(mean, mean/2), "
+        "s_q), h_q 16/128, s_q 1/2, block 64, causal; caches evicted before each timed call");
     benchmark::AddCustomContext(
         "cmx_mla_counters",
-        "TFLOPS and GBps by FlashMLA's formulas; util_peak and util_bw against this machine's bf16 peak and read bandwidth measured in the same iterations; ratio_onednn = oneDNN-composed baseline time / cmx time");
+        "TFLOPS and GBps by FlashMLA's formulas; util_peak and util_bw against this machine's bf16 "
+        "peak and read bandwidth measured in the same iterations; ratio_onednn = oneDNN-composed "
+        "baseline time / cmx time");
   }
 
   void print_summary(std::ostream& out, const std::vector<MeasuredRun>& runs,

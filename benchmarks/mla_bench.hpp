@@ -13,12 +13,12 @@ namespace cmx::bench {
 /// One decode batch's inputs, as cmx and the baseline both read them.
 struct MlaInputs {
   attention::MlaDecodeShape shape;
-  std::vector<bf16> q;                    // [batch][s_q][h_q][576]
-  std::vector<bf16> kv_cache;             // [num_blocks][block_size][576]
+  std::vector<bf16> q;         // [batch][s_q][h_q][576]
+  std::vector<bf16> kv_cache;  // [num_blocks][block_size][576]
   int block_size = 0;
   std::vector<std::int32_t> block_table;  // [batch][max_blocks_per_seq]
   int max_blocks_per_seq = 0;
-  std::vector<std::int32_t> seqlens;      // [batch]
+  std::vector<std::int32_t> seqlens;  // [batch]
   float softmax_scale = 0;
 };
 
@@ -49,14 +49,15 @@ inline double mla_flops(int num_queries, int num_heads, double total_seqlens) {
   return 2.0 * num_queries * total_seqlens * num_heads * (576 + 512);
 }
 inline double mla_bytes(int batch, int num_queries, int num_heads, double total_seqlens) {
-  return 2.0 * (total_seqlens * 576 + static_cast<double>(batch) * num_queries * num_heads * (576 + 512));
+  return 2.0 *
+         (total_seqlens * 576 + static_cast<double>(batch) * num_queries * num_heads * (576 + 512));
 }
 
 namespace mla_counter {
-inline constexpr const char* kTflops = "TFLOPS";         // cmx, FlashMLA's FLOPs
-inline constexpr const char* kGBps = "GBps";             // cmx, FlashMLA's bytes, 1e9 B/s
-inline constexpr const char* kUtilPeak = "util_peak";    // TFLOPS / this machine's bf16 peak
-inline constexpr const char* kUtilBw = "util_bw";        // GBps / this machine's read bandwidth
+inline constexpr const char* kTflops = "TFLOPS";             // cmx, FlashMLA's FLOPs
+inline constexpr const char* kGBps = "GBps";                 // cmx, FlashMLA's bytes, 1e9 B/s
+inline constexpr const char* kUtilPeak = "util_peak";        // TFLOPS / this machine's bf16 peak
+inline constexpr const char* kUtilBw = "util_bw";            // GBps / this machine's read bandwidth
 inline constexpr const char* kRatioOnednn = "ratio_onednn";  // oneDNN baseline time / cmx time
 inline constexpr const char* kPeakTflops = "peak_TFLOPS";    // this machine, same run
 inline constexpr const char* kReadGBps = "read_GBps";        // this machine, same run

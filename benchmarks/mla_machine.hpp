@@ -26,8 +26,7 @@ struct PeakInstruction {
 #if defined(__AVX512BF16__)
 inline constexpr PeakInstruction kPeakInstruction{"VDPBF16PS zmm (32 bf16 pairs)", 64, 24};
 #elif defined(__FMA__)
-inline constexpr PeakInstruction kPeakInstruction{"VFMADD231PS ymm (fp32 on widened bf16)", 16,
-                                                  12};
+inline constexpr PeakInstruction kPeakInstruction{"VFMADD231PS ymm (fp32 on widened bf16)", 16, 12};
 #else
 inline constexpr PeakInstruction kPeakInstruction{"", 0, 0};
 #endif

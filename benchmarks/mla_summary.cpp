@@ -56,8 +56,8 @@ void print_published(std::ostream& out, const PublishedTable& published, Footnot
       find_figure(published, "H800 SXM5 hardware", "peak memory bandwidth");
   const PublishedFigure* h800_flops =
       find_figure(published, "H800 SXM5 hardware", "peak FLOPs (BF16 dense)");
-  const PublishedFigure* cm_flops = find_figure(
-      published, "CloudMatrix384 MLA (MLAProlog+FusedAttention)", "TFLOPS utilization");
+  const PublishedFigure* cm_flops =
+      find_figure(published, "CloudMatrix384 MLA (MLAProlog+FusedAttention)", "TFLOPS utilization");
   const PublishedFigure* cm_bw =
       find_figure(published, "CloudMatrix384 MLA", "memory bandwidth utilization");
   out << "\nPublished utilizations, each of its own machine's limits:\n"
@@ -91,7 +91,8 @@ void print_mla_summary(std::ostream& out, const std::vector<MeasuredRun>& runs,
   const double peak_tflops = middle(peaks), read_gbps = middle(bandwidths);
 
   out << "\n=== cmx MLA decode beside published figures ===\n"
-      << "Workload: FlashMLA's benchmark grid (b=128, mean seqlen 4096-16384, h_q 16-128, s_q 1-2)\n"
+      << "Workload: FlashMLA's benchmark grid (b=128, mean seqlen 4096-16384, h_q 16-128, s_q "
+         "1-2)\n"
       << "scaled to this machine: batch 1/8/32, mean seqlen 1024/4096 with lengths drawn\n"
       << "max(N(mean, mean/2), s_q) as FlashMLA draws them, block 64, causal. Caches evicted\n"
       << "before each timed call. TFLOPS and GB/s by FlashMLA's formulas: FLOPs = s_q * sum(len)\n"
@@ -128,7 +129,9 @@ void print_mla_summary(std::ostream& out, const std::vector<MeasuredRun>& runs,
       bound = "memory";
       target = "util_bw >= 0.85: " + verdict(util_bw, kBandwidthTarget);
     }
-    if (ratio > 0) target += (target.empty() ? "" : "; ") + std::string("2x oneDNN: ") + verdict(ratio, kBaselineTarget);
+    if (ratio > 0)
+      target += (target.empty() ? "" : "; ") + std::string("2x oneDNN: ") +
+                verdict(ratio, kBaselineTarget);
     std::vector<std::string> cells = shape;
     for (const std::string& cell :
          {fixed(row->counter(mla_counter::kTflops), 3), fixed(row->counter(mla_counter::kGBps), 1),

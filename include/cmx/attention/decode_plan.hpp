@@ -43,6 +43,10 @@ inline constexpr int kMaxQueriesPerRequest = 16;
 inline constexpr std::int64_t kMinChunkKeys = 512;
 /// The fixed cost of a work item, in keys, when blocks are given equal shares.
 inline constexpr std::int64_t kItemOverheadKeys = 64;
+/// Blocks per block the device runs at once (max_blocks): a few, so that a block slowed by
+/// another program's threads does not hold the whole launch back (the backend hands blocks to
+/// whichever thread is free).
+inline constexpr int kBlocksPerCore = 4;
 
 /// The shapes of one decode batch.
 struct MlaDecodeShape {
@@ -137,7 +141,7 @@ class MlaDecodePlan {
     check_shape(shape, cache_seqlens, options);
     tiles_ = DecodeTiles::for_local_memory(Dev::kLocalMemoryBytes, shape.rows());
     cut(options.min_work_items);
-    assign(std::max(1, device.max_blocks()));
+    assign(kBlocksPerCore * std::max(1, device.max_blocks()));
   }
 
   const MlaDecodeShape& shape() const noexcept { return shape_; }

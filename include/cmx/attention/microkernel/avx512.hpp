@@ -82,35 +82,41 @@ CMX_AVX512_BF16_TARGET inline __m512 dot_pairs(__m512 acc, __m512i a, __m512i b)
   return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
 }
 
-/// Brings the next tile's keys into L2 a few cache lines at a time, spread over the loop that
-/// computes this tile, so that the next tile starts from L2 instead of memory.
+/// Depth pairs between two steps of the next tile's prefetch.
+inline constexpr int kPairsPerPrefetch = 16;
+
+/// Brings the next tile's keys into L2 a few cache lines at a time, spread over the loops that
+/// compute this tile, so that the next tile starts from L2 instead of memory.
 class NextTilePrefetch {
  public:
-  /// `iterations`: how many times step() will be called.
-  NextTilePrefetch(const Bf16ScoresTile& tile, long iterations)
-      : next_(reinterpret_cast<const char*>(tile.next_keys)),
+  /// `steps`: how many times step() will be called.
+  NextTilePrefetch(const Bf16ScoresTile& tile, long steps)
+      : row_(reinterpret_cast<const char*>(tile.next_keys)),
         row_bytes_(static_cast<long>(tile.key_stride * sizeof(bf16))),
         lines_per_row_((static_cast<long>(tile.depth * sizeof(bf16)) + 63) / 64),
-        lines_(tile.next_keys == nullptr ? 0 : tile.next_num_keys * lines_per_row_),
-        per_step_(iterations > 0 ? (lines_ + iterations - 1) / iterations : 0) {}
+        lines_left_(tile.next_keys == nullptr ? 0 : tile.next_num_keys * lines_per_row_),
+        lines_per_step_(steps > 0 ? (lines_left_ + steps - 1) / steps : 0) {}
 
   CMX_AVX512_BF16_TARGET void step() {
-    for (long i = 0; i < per_step_ && line_ < lines_; ++i, ++line_)
-      _mm_prefetch(next_ + (line_ / lines_per_row_) * row_bytes_ + (line_ % lines_per_row_) * 64,
-                   _MM_HINT_T1);
+    for (long i = 0; i < lines_per_step_ && lines_left_ > 0; ++i, --lines_left_) {
+      _mm_prefetch(row_ + 64 * line_, _MM_HINT_T1);
+      if (++line_ == lines_per_row_) line_ = 0, row_ += row_bytes_;
+    }
   }
 
  private:
-  const char* next_;
-  long row_bytes_, lines_per_row_, lines_, per_step_;
-  long line_ = 0;
+  const char* row_;  // the row being fetched
+  long row_bytes_, lines_per_row_, lines_left_, lines_per_step_;
+  long line_ = 0;  // the next line of row_
 };
 
 /// Scores of keys [key0, key0 + kKeys) against kVectors vectors of 16 queries from query0;
-/// masked, stored, folded into row_max.
-template <int kKeys, int kVectors>
+/// masked, stored, folded into row_max. kKeyStride: the key stride if known at compile time
+/// (the addresses of the kKeys rows are then one register plus constants), else 0.
+template <int kKeys, int kVectors, std::size_t kKeyStride>
 CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int key0, int query0,
                                                 NextTilePrefetch& prefetch) {
+  const std::size_t key_stride = kKeyStride != 0 ? kKeyStride : tile.key_stride;
   const int num_queries = tile.num_queries;
   __mmask16 lanes[kVectors];
   __m512 acc[kKeys][kVectors];
@@ -121,22 +127,26 @@ CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int 
 #pragma GCC unroll 4
     for (int v = 0; v < kVectors; ++v) acc[j][v] = _mm512_setzero_ps();
 
-  const bf16* keys = tile.keys + static_cast<std::size_t>(key0) * tile.key_stride;
+  const bf16* keys = tile.keys + static_cast<std::size_t>(key0) * key_stride;
   const bf16* pairs = tile.query_pairs.data() + static_cast<std::size_t>(query0) * 2;
   const std::size_t pair_stride = static_cast<std::size_t>(num_queries) * 2;  // one depth pair
-  for (int p = 0; p < tile.depth / 2; ++p) {
-    prefetch.step();
-    __m512i queries[kVectors];
+  NextTilePrefetch fetch = prefetch;  // a local copy the compiler keeps in registers
+  for (int p0 = 0; p0 < tile.depth / 2; p0 += kPairsPerPrefetch) {
+    fetch.step();
+    for (int p = p0; p < p0 + kPairsPerPrefetch; ++p) {
+      __m512i queries[kVectors];
 #pragma GCC unroll 4
-    for (int v = 0; v < kVectors; ++v)
-      queries[v] = _mm512_maskz_loadu_epi32(lanes[v], pairs + p * pair_stride + 32 * v);
+      for (int v = 0; v < kVectors; ++v)
+        queries[v] = _mm512_maskz_loadu_epi32(lanes[v], pairs + p * pair_stride + 32 * v);
 #pragma GCC unroll 16
-    for (int j = 0; j < kKeys; ++j) {
-      const __m512i key = broadcast_pair(keys + j * tile.key_stride + 2 * p);
+      for (int j = 0; j < kKeys; ++j) {
+        const __m512i key = broadcast_pair(keys + j * key_stride + 2 * p);
 #pragma GCC unroll 4
-      for (int v = 0; v < kVectors; ++v) acc[j][v] = dot_pairs(acc[j][v], key, queries[v]);
+        for (int v = 0; v < kVectors; ++v) acc[j][v] = dot_pairs(acc[j][v], key, queries[v]);
+      }
     }
   }
+  prefetch = fetch;
 
   const __m512 negative_infinity = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
 #pragma GCC unroll 4
@@ -158,14 +168,39 @@ CMX_AVX512_BF16_TARGET inline void scores_block(const Bf16ScoresTile& tile, int 
 }
 
 /// Every key of the tile against kVectors vectors of queries from query0.
-template <int kVectors, int kKeys>
+template <int kVectors, int kKeys, std::size_t kKeyStride>
 CMX_AVX512_BF16_TARGET inline void scores_for_queries(const Bf16ScoresTile& tile, int query0,
                                                       NextTilePrefetch& prefetch) {
   int key = 0;
   for (; key + kKeys <= tile.num_keys; key += kKeys)
-    scores_block<kKeys, kVectors>(tile, key, query0, prefetch);
-  for (; key + 4 <= tile.num_keys; key += 4) scores_block<4, kVectors>(tile, key, query0, prefetch);
-  for (; key < tile.num_keys; ++key) scores_block<1, kVectors>(tile, key, query0, prefetch);
+    scores_block<kKeys, kVectors, kKeyStride>(tile, key, query0, prefetch);
+  for (; key + 4 <= tile.num_keys; key += 4)
+    scores_block<4, kVectors, kKeyStride>(tile, key, query0, prefetch);
+  for (; key < tile.num_keys; ++key)
+    scores_block<1, kVectors, kKeyStride>(tile, key, query0, prefetch);
+}
+
+/// Bf16ScoresTile for a key stride of kKeyStride (0: any).
+template <std::size_t kKeyStride>
+CMX_AVX512_BF16_TARGET inline void scores_with_stride(const Bf16ScoresTile& tile) {
+  for (int i = 0; i < tile.num_queries; ++i)
+    tile.row_max[static_cast<std::size_t>(i)] = -std::numeric_limits<float>::infinity();
+  // Each block of keys of each group of queries (as the loops below cut them) runs the depth
+  // loop once; the next tile's prefetch is spread over those loops.
+  const auto blocks_of = [&](int keys_per_block) {
+    const int rest = tile.num_keys % keys_per_block;
+    return tile.num_keys / keys_per_block + rest / 4 + rest % 4;
+  };
+  long depth_loops = 0;
+  for (int query = 0; query < tile.num_queries; query += 32)
+    depth_loops +=
+        tile.num_queries - query > 16 ? blocks_of(kScoreKeys) : blocks_of(kScoreKeysOneVector);
+  NextTilePrefetch prefetch(tile, depth_loops * (tile.depth / 2 / kPairsPerPrefetch));
+  int query = 0;
+  for (; tile.num_queries - query > 16; query += 32)
+    scores_for_queries<2, kScoreKeys, kKeyStride>(tile, query, prefetch);
+  if (query < tile.num_queries)
+    scores_for_queries<1, kScoreKeysOneVector, kKeyStride>(tile, query, prefetch);
 }
 
 /// 2^x: 0 below 2^-126 (and for -inf and NaN).
@@ -260,24 +295,11 @@ CMX_AVX512_BF16_TARGET inline void values_block(const Bf16ValuesTile& tile,
 
 /// Bf16ScoresTile with VDPBF16PS.
 CMX_AVX512_BF16_TARGET inline void scores(const Bf16ScoresTile& tile) {
-  for (int i = 0; i < tile.num_queries; ++i)
-    tile.row_max[static_cast<std::size_t>(i)] = -std::numeric_limits<float>::infinity();
-  // Each block of keys of each group of queries (as the loops below cut them) runs the depth
-  // loop once; the next tile's prefetch is spread over those iterations.
-  const auto blocks_of = [&](int keys_per_block) {
-    const int rest = tile.num_keys % keys_per_block;
-    return tile.num_keys / keys_per_block + rest / 4 + rest % 4;
-  };
-  long depth_loops = 0;
-  for (int query = 0; query < tile.num_queries; query += 32)
-    depth_loops += tile.num_queries - query > 16 ? blocks_of(detail::kScoreKeys)
-                                                 : blocks_of(detail::kScoreKeysOneVector);
-  detail::NextTilePrefetch prefetch(tile, depth_loops * (tile.depth / 2));
-  int query = 0;
-  for (; tile.num_queries - query > 16; query += 32)
-    detail::scores_for_queries<2, detail::kScoreKeys>(tile, query, prefetch);
-  if (query < tile.num_queries)
-    detail::scores_for_queries<1, detail::kScoreKeysOneVector>(tile, query, prefetch);
+  constexpr std::size_t kCacheRow = 576;  // MLA's cached rows, staged or in place
+  if (tile.key_stride == kCacheRow)
+    detail::scores_with_stride<kCacheRow>(tile);
+  else
+    detail::scores_with_stride<0>(tile);
 }
 
 /// Bf16ExpTile with a polynomial 2^x and VCVTNE2PS2BF16.
