@@ -186,6 +186,11 @@ class MlaSession {
   std::unique_ptr<MlaWorkload> workload_;
 };
 
+/// Iterations per repetition: fixed, because an iteration also measures the peak, the bandwidth
+/// and the baseline, which on a small batch take far longer than cmx's call (Google
+/// Benchmark's --benchmark_min_time counts cmx's time only).
+constexpr int kMlaIterations = 4;
+
 /// Lets the thread pools of the previous section go idle (oneTBB's and oneDNN's OpenMP threads
 /// spin a little after their work), so that they take no core from the next one.
 void settle() {
@@ -258,6 +263,7 @@ class MlaSuite final : public Suite {
                 ->ArgNames({"batch", "seqlen", "heads", "sq"})
                 ->Args({batch, seqlen, heads, queries})
                 ->UseManualTime()
+                ->Iterations(kMlaIterations)
                 ->Unit(benchmark::kMillisecond);
     benchmark::AddCustomContext("cmx_mla_backend", "tbb: one rank, every hardware thread a block");
     benchmark::AddCustomContext("cmx_mla_tier",

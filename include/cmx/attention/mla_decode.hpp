@@ -209,11 +209,21 @@ void store_row(Dev& device, const MlaDecodeArgs& args, int request, int row,
   device.store(args.lse.data() + at.lse, std::span<const float>(&lse, 1));
 }
 
-/// Keys of the tile of `item` that starts at `key`: at most the tile size, inside one cache block.
-inline int tile_keys(const MlaDecodePlan& plan, const PagedKvLayout& layout,
-                     const DecodeWorkItem& item, std::int64_t key) noexcept {
-  return static_cast<int>(std::min<std::int64_t>(
-      {plan.tiles().keys, item.key_end - key, layout.rows_left_in_block(key)}));
+/// A tile of keys: its first cached row, and how many rows (consecutive in the cache).
+struct KeyTile {
+  const bf16* rows = nullptr;  // [num_keys][576]
+  int num_keys = 0;
+};
+
+/// The tile of `item` that starts at `key`: at most the tile size, inside one cache block;
+/// empty at the item's end.
+inline KeyTile key_tile(const MlaDecodeArgs& args, const MlaDecodePlan& plan,
+                        const PagedKvLayout& layout, const DecodeWorkItem& item,
+                        std::int64_t key) noexcept {
+  if (key >= item.key_end) return {};
+  return {.rows = args.kv_cache.data() + layout.row_offset(item.request, key),
+          .num_keys = static_cast<int>(std::min<std::int64_t>(
+              {plan.tiles().keys, item.key_end - key, layout.rows_left_in_block(key)}))};
 }
 
 /// Step 2 for one work item; `next` is the item its block computes after it, if any.
@@ -251,42 +261,37 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
   // c. Stream the chunk's keys, a tile at a time, never across a cache block; the device may
   //    start fetching the tile after each (this item's next, or the next item's first).
   for (std::int64_t key = item.key_begin; key < item.key_end;) {
-    const int num_keys = tile_keys(plan, layout, item, key);
+    const KeyTile tile = key_tile(args, plan, layout, item, key);
+    KeyTile after = key_tile(args, plan, layout, item, key + tile.num_keys);
+    if (after.num_keys == 0 && next != nullptr)
+      after = key_tile(args, plan, layout, *next, next->key_begin);
     local.rewind(mark);
-    const std::span<const bf16> kv =
-        device.stage_in(local, args.kv_cache.data() + layout.row_offset(item.request, key),
-                        static_cast<std::size_t>(num_keys) * kKvDim);  // [num_keys][576]
-    const DecodeWorkItem* next_item = key + num_keys < item.key_end ? &item : next;
-    const std::int64_t next_key = next_item == &item ? key + num_keys
-                                  : next_item        ? next_item->key_begin
-                                                     : 0;
-    const bool has_next = next_item != nullptr && next_key < next_item->key_end;
+    const std::span<const bf16> kv = device.stage_in(
+        local, tile.rows, static_cast<std::size_t>(tile.num_keys) * kKvDim);  // [num_keys][576]
     for (std::size_t i = 0; i < m; ++i)
       tiles.visible_keys[i] =
-          static_cast<int>(std::clamp<std::int64_t>(visible_end(i) - key, 0, num_keys));
+          static_cast<int>(std::clamp<std::int64_t>(visible_end(i) - key, 0, tile.num_keys));
     scores(device, {.query_pairs = tiles.query_pairs,
                     .keys = kv.data(),
                     .key_stride = kKvDim,
                     .num_queries = rows,
-                    .num_keys = num_keys,
+                    .num_keys = tile.num_keys,
                     .depth = kKvDim,
                     .visible_keys = tiles.visible_keys,
                     .scores = tiles.scores,
                     .row_max = tiles.tile_max,
-                    .next_keys = has_next ? args.kv_cache.data() +
-                                                layout.row_offset(next_item->request, next_key)
-                                          : nullptr,
-                    .next_num_keys = has_next ? tile_keys(plan, layout, *next_item, next_key) : 0});
+                    .next_keys = after.rows,
+                    .next_num_keys = after.num_keys});
     for (std::size_t i = 0; i < m; ++i) {
       const float previous = tiles.running_max[i];
-      const float next = std::max(previous, tiles.tile_max[i] * scale_log2);
-      tiles.shift[i] = next == kNegativeInfinity ? 0.0f : next;  // all masked so far: p = 0
-      tiles.rescale[i] = previous == kNegativeInfinity ? 0.0f : std::exp2(previous - next);
-      tiles.running_max[i] = next;
+      const float updated = std::max(previous, tiles.tile_max[i] * scale_log2);
+      tiles.shift[i] = updated == kNegativeInfinity ? 0.0f : updated;  // all masked so far: p = 0
+      tiles.rescale[i] = previous == kNegativeInfinity ? 0.0f : std::exp2(previous - updated);
+      tiles.running_max[i] = updated;
     }
     exp_scores(device, {.scores = tiles.scores,
                         .num_queries = rows,
-                        .num_keys = num_keys,
+                        .num_keys = tile.num_keys,
                         .scale_log2 = scale_log2,
                         .shift = tiles.shift,
                         .probabilities = tiles.probabilities,
@@ -297,11 +302,11 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
                                .values = kv.data(),
                                .value_stride = kKvDim,
                                .num_queries = rows,
-                               .num_keys = num_keys,
+                               .num_keys = tile.num_keys,
                                .width = kLatentDim,
                                .rescale = tiles.rescale,
                                .out = tiles.out});
-    key += num_keys;
+    key += tile.num_keys;
   }
 
   // d. Finish the rows, or keep them as this chunk's partial.
