@@ -11,7 +11,8 @@
 //      big batches do not. A request of length 0 is one empty chunk.
 //   3. Items, ordered (request, chunk, row tile), are handed to the launch's blocks in
 //      contiguous runs of equal cost (rows times keys, plus a fixed cost per item), as
-//      FlashMLA's tile scheduler gives each SM an equal share of the batch's keys.
+//      FlashMLA's tile scheduler gives each SM an equal share of the batch's keys; a few
+//      blocks per block the device runs at once, so that a slow core does not hold the rest.
 //   4. A request cut into several chunks writes each chunk's partial result (unnormalized
 //      output rows, their max and sum) to the plan's workspace; a merge combines them in chunk
 //      order.
@@ -43,9 +44,9 @@ inline constexpr int kMaxQueriesPerRequest = 16;
 inline constexpr std::int64_t kMinChunkKeys = 512;
 /// The fixed cost of a work item, in keys, when blocks are given equal shares.
 inline constexpr std::int64_t kItemOverheadKeys = 64;
-/// Blocks per block the device runs at once (max_blocks): a few, so that a block slowed by
-/// another program's threads does not hold the whole launch back (the backend hands blocks to
-/// whichever thread is free).
+/// Launch blocks per block the device runs at once (max_blocks, a core on the CPU): a few, so
+/// that a core slowed by another program does not hold the launch back (the backend hands
+/// blocks to whichever core is free).
 inline constexpr int kBlocksPerCore = 4;
 
 /// The shapes of one decode batch.
