@@ -164,4 +164,12 @@ TEST_CASE("MLA decode and the cache write run on a device with only the required
   attention::mla_decode(device, problem.args());
   const std::string mismatch = cmx::test::check_against_reference(problem, expected);
   CHECK_MESSAGE(mismatch.empty(), mismatch);
+
+  // A plan cut for the TBB device's larger local memory is refused, before anything runs.
+  cmx::tbb_backend::World world({.num_ranks = 1});
+  world.run([&](cmx::tbb_backend::Device tbb) {
+    attention::MlaDecodePlan plan(tbb, problem.shape(), problem.seqlens);
+    CHECK_THROWS_WITH_AS(attention::mla_decode(device, plan, problem.args()),
+                         doctest::Contains("local memory"), cmx::Error);
+  });
 }

@@ -79,10 +79,16 @@ namespace detail {
 
 inline constexpr float kNegativeInfinity = -std::numeric_limits<float>::infinity();
 
-/// Throws cmx::Error unless `args` fits `plan` and the cache; returns the cache layout.
-inline PagedKvLayout check_decode_args(const MlaDecodeArgs& args, const MlaDecodePlan& plan) {
+/// Throws cmx::Error unless `args` fits `plan` and the cache, and the plan's tiles fit a block's
+/// `local_memory_bytes`; returns the cache layout.
+inline PagedKvLayout check_decode_args(const MlaDecodeArgs& args, const MlaDecodePlan& plan,
+                                       std::size_t local_memory_bytes) {
   using cmx::detail::require;
   constexpr ErrorCode kBad = ErrorCode::invalid_argument;
+  const std::size_t plan_bytes = DecodeTiles::local_bytes(plan.tiles().rows, plan.tiles().keys);
+  require(plan_bytes <= local_memory_bytes, kBad, "the plan's tiles take ", plan_bytes,
+          " B of local memory, this device's blocks have ", local_memory_bytes,
+          ": make the plan with this device");
   const MlaDecodeShape& shape = args.shape;
   require(shape == plan.shape(), kBad, "the arguments' shape (batch ", shape.batch, ", s_q ",
           shape.num_queries, ", h_q ", shape.num_heads, ") is not the plan's (batch ",
@@ -384,7 +390,7 @@ void merge_row(Dev& device, LocalArena& local, const MlaDecodeArgs& args, MlaDec
 template <Device Dev>
 void mla_decode(Dev& device, MlaDecodePlan& plan, const MlaDecodeArgs& args) {
   // 1. Check.
-  const PagedKvLayout layout = detail::check_decode_args(args, plan);
+  const PagedKvLayout layout = detail::check_decode_args(args, plan, Dev::kLocalMemoryBytes);
 
   // 2. Attend: block k computes the plan's k-th run of items.
   const std::span<const DecodeWorkItem> items = plan.items();
