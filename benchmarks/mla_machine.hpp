@@ -60,17 +60,23 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-/// FLOP/s of kPeakInstruction on every block of `device` at once (0 if this build has none).
+/// Blocks per block the device runs at once, in the measurements below: the device hands them
+/// to whichever core is free, as it does the MLA plan's blocks, so that a core another program
+/// takes for a while slows the measurement as it slows the kernel.
+inline constexpr int kMeasurementBlocksPerCore = 8;
+
+/// FLOP/s of kPeakInstruction on every core of `device` at once (0 if this build has none),
+/// over about 10 ms.
 template <class Dev>
 double measure_peak_flops(Dev& device) {
-  constexpr long kSteps = 200'000;  // a few ms per block
-  const int blocks = device.max_blocks();
+  constexpr long kSteps = 100'000;  // about 1 ms per block
+  const int blocks = kMeasurementBlocksPerCore * device.max_blocks();
   const auto start = std::chrono::steady_clock::now();
   device.launch(blocks, [](Block&) { run_product_chains(kSteps); });
   return kPeakInstruction.flops * kPeakInstruction.chains * kSteps * blocks / seconds_since(start);
 }
 
-/// A buffer far larger than the caches, read in slices by every block: its bytes per second.
+/// A buffer far larger than the caches, read in slices by every core: its bytes per second.
 /// A measurement also evicts what earlier work left in the caches.
 class ReadBandwidth {
  public:
@@ -84,7 +90,7 @@ class ReadBandwidth {
   double measure(Dev& device) {
     const std::size_t words = words_.size();
     const auto start = std::chrono::steady_clock::now();
-    device.launch(device.max_blocks(), [&](Block& block) {
+    device.launch(kMeasurementBlocksPerCore * device.max_blocks(), [&](Block& block) {
       const std::size_t begin = words * block.index / block.count;
       const std::size_t end = words * (block.index + 1) / block.count;
       std::uint64_t sum = 0;
