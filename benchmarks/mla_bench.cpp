@@ -198,7 +198,8 @@ void settle() {
 }
 
 /// One iteration: the peak, the read bandwidth (which also evicts the caches), cmx, the read
-/// bandwidth again, the baseline. Only cmx's time is the iteration's time.
+/// bandwidth again, the baseline. cmx's wall time is the iteration's time; every figure is
+/// computed from core-seconds (SectionTime), which another program's load does not inflate.
 void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
   const MlaShape shape{.batch = static_cast<int>(state.range(0)),
                        .mean_seqlen = static_cast<int>(state.range(1)),
@@ -213,19 +214,18 @@ void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
       ReadBandwidth& bandwidth = session.bandwidth();
       total_seqlens = workload.total_seqlens();
       has_baseline = workload.has_baseline();
+      const int cores = device.max_blocks();
       for (auto _ : state) {
         peak_flops.push_back(measure_peak_flops(device));
         read_bytes_per_second.push_back(bandwidth.measure(device));
-        auto start = std::chrono::steady_clock::now();
-        workload.run_cmx(device);
-        cmx_seconds.push_back(seconds_since(start));
-        state.SetIterationTime(cmx_seconds.back());
+        const SectionTime cmx = time_section(cores, [&] { workload.run_cmx(device); });
+        cmx_seconds.push_back(cmx.core_seconds);
+        state.SetIterationTime(cmx.wall_seconds);
         read_bytes_per_second.push_back(bandwidth.measure(device));
         if (!has_baseline) continue;
         settle();
-        start = std::chrono::steady_clock::now();
-        workload.run_baseline();
-        baseline_seconds.push_back(seconds_since(start));
+        baseline_seconds.push_back(
+            time_section(cores, [&] { workload.run_baseline(); }).core_seconds);
         settle();
       }
     });

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <time.h>
 
 #include <chrono>
 #include <cstddef>
@@ -55,9 +56,31 @@ inline void run_product_chains(long steps) {
   }
 }
 
-/// Seconds since `start`.
-inline double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+/// How long a section took. The machine is shared: another program's threads take the cores
+/// for a while, so the wall time swings; the CPU time this process spent, spread over the cores
+/// it runs on, is the wall time the section would take on a machine of its own (threads that
+/// spin or wait count, threads that sleep do not).
+struct SectionTime {
+  double wall_seconds = 0;
+  double core_seconds = 0;  ///< this process's CPU time / cores
+};
+
+/// CPU seconds of every thread of this process so far.
+inline double process_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+/// Runs `body` on a machine of `cores` cores and says how long it took.
+template <class Body>
+SectionTime time_section(int cores, Body&& body) {
+  const double cpu_start = process_cpu_seconds();
+  const auto wall_start = std::chrono::steady_clock::now();
+  body();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  return {.wall_seconds = wall, .core_seconds = (process_cpu_seconds() - cpu_start) / cores};
 }
 
 /// Blocks per block the device runs at once, in the measurements below: the device hands them
@@ -65,15 +88,16 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 /// takes for a while slows the measurement as it slows the kernel.
 inline constexpr int kMeasurementBlocksPerCore = 8;
 
-/// FLOP/s of kPeakInstruction on every core of `device` at once (0 if this build has none),
-/// over about 10 ms.
+/// FLOP per core-second (SectionTime) of kPeakInstruction on every core of `device` at once
+/// (0 if this build has none), over about 10 ms.
 template <class Dev>
 double measure_peak_flops(Dev& device) {
   constexpr long kSteps = 100'000;  // about 1 ms per block
   const int blocks = kMeasurementBlocksPerCore * device.max_blocks();
-  const auto start = std::chrono::steady_clock::now();
-  device.launch(blocks, [](Block&) { run_product_chains(kSteps); });
-  return kPeakInstruction.flops * kPeakInstruction.chains * kSteps * blocks / seconds_since(start);
+  const SectionTime time = time_section(device.max_blocks(), [&] {
+    device.launch(blocks, [](Block&) { run_product_chains(kSteps); });
+  });
+  return kPeakInstruction.flops * kPeakInstruction.chains * kSteps * blocks / time.core_seconds;
 }
 
 /// A buffer far larger than the caches, read in slices by every core: its bytes per second.
@@ -86,18 +110,20 @@ class ReadBandwidth {
     for (std::size_t i = 0; i < words_.size(); ++i) words_.data()[i] = i;
   }
 
+  /// Bytes per core-second (SectionTime).
   template <class Dev>
   double measure(Dev& device) {
     const std::size_t words = words_.size();
-    const auto start = std::chrono::steady_clock::now();
-    device.launch(kMeasurementBlocksPerCore * device.max_blocks(), [&](Block& block) {
-      const std::size_t begin = words * block.index / block.count;
-      const std::size_t end = words * (block.index + 1) / block.count;
-      std::uint64_t sum = 0;
-      for (std::size_t i = begin; i < end; ++i) sum += words_.data()[i];
-      benchmark::DoNotOptimize(sum);
+    const SectionTime time = time_section(device.max_blocks(), [&] {
+      device.launch(kMeasurementBlocksPerCore * device.max_blocks(), [&](Block& block) {
+        const std::size_t begin = words * block.index / block.count;
+        const std::size_t end = words * (block.index + 1) / block.count;
+        std::uint64_t sum = 0;
+        for (std::size_t i = begin; i < end; ++i) sum += words_.data()[i];
+        benchmark::DoNotOptimize(sum);
+      });
     });
-    return static_cast<double>(kBytes) / seconds_since(start);
+    return static_cast<double>(kBytes) / time.core_seconds;
   }
 
  private:

@@ -97,6 +97,9 @@ void print_mla_summary(std::ostream& out, const std::vector<MeasuredRun>& runs,
       << "max(N(mean, mean/2), s_q) as FlashMLA draws them, block 64, causal. Caches evicted\n"
       << "before each timed call. TFLOPS and GB/s by FlashMLA's formulas: FLOPs = s_q * sum(len)\n"
       << "* h_q * 1088 * 2, bytes = (sum(len) * 576 + b * s_q * h_q * 1088) * 2. Medians.\n"
+      << "Every time is in core-seconds, the process's CPU time over its cores: the wall time on "
+         "a\n"
+      << "machine of its own (this one is shared; another program's threads stretch wall times).\n"
       << "This machine, measured in the same iterations on " << std::thread::hardware_concurrency()
       << " hardware threads: bf16 matrix peak " << fixed(peak_tflops, 3) << " TFLOPS ("
       << kPeakInstruction.name << "), read bandwidth " << fixed(read_gbps, 1) << " GB/s.\n"
