@@ -191,14 +191,14 @@ class MlaSession {
 /// Benchmark's --benchmark_min_time counts cmx's time only).
 constexpr int kMlaIterations = 4;
 
-/// Lets the thread pools of the previous section go idle (oneTBB's and oneDNN's OpenMP threads
-/// spin a little after their work), so that they take no core from the next one.
+/// Lets oneDNN's OpenMP threads go to sleep: libgomp's workers spin for a few milliseconds after
+/// each parallel region (GOMP_SPINCOUNT), taking a core and CPU time from whatever runs next.
 void settle() {
-  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
-/// One iteration: the peak, the read bandwidth (which also evicts the caches), cmx, the read
-/// bandwidth again, the baseline. cmx's wall time is the iteration's time; every figure is
+/// One iteration: the baseline, the peak, the read bandwidth (which also evicts the caches),
+/// cmx, the read bandwidth again. cmx's wall time is the iteration's time; every figure is
 /// computed from core-seconds (SectionTime), which another program's load does not inflate.
 void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
   const MlaShape shape{.batch = static_cast<int>(state.range(0)),
@@ -215,18 +215,19 @@ void run_mla_benchmark(benchmark::State& state, MlaSession& session) {
       total_seqlens = workload.total_seqlens();
       has_baseline = workload.has_baseline();
       const int cores = device.max_blocks();
+      bandwidth.measure(device);  // evicts what the check left in the caches
       for (auto _ : state) {
+        if (has_baseline) {
+          baseline_seconds.push_back(
+              time_section(cores, [&] { workload.run_baseline(); }).core_seconds);
+          settle();
+        }
         peak_flops.push_back(measure_peak_flops(device));
         read_bytes_per_second.push_back(bandwidth.measure(device));
         const SectionTime cmx = time_section(cores, [&] { workload.run_cmx(device); });
         cmx_seconds.push_back(cmx.core_seconds);
         state.SetIterationTime(cmx.wall_seconds);
         read_bytes_per_second.push_back(bandwidth.measure(device));
-        if (!has_baseline) continue;
-        settle();
-        baseline_seconds.push_back(
-            time_section(cores, [&] { workload.run_baseline(); }).core_seconds);
-        settle();
       }
     });
   } catch (const std::exception& error) {

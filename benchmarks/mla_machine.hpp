@@ -92,7 +92,7 @@ inline constexpr int kMeasurementBlocksPerCore = 8;
 /// (0 if this build has none), over about 10 ms.
 template <class Dev>
 double measure_peak_flops(Dev& device) {
-  constexpr long kSteps = 100'000;  // about 1 ms per block
+  constexpr long kSteps = 200'000;  // about 1 ms per block
   const int blocks = kMeasurementBlocksPerCore * device.max_blocks();
   const SectionTime time = time_section(device.max_blocks(), [&] {
     device.launch(blocks, [](Block&) { run_product_chains(kSteps); });
