@@ -73,7 +73,19 @@ int main() {
   std::vector<float> lse(kBatch * shape.rows());
 
   for (int b = 0; b < kBatch; ++b) reserve(b, cache_seqlens[b] + shape.num_queries);
-  const float softmax_scale = 1.0f / std::sqrt(192.0f);  // DeepSeek-V3: (128 + 64)^-1/2
+  // Decode's arguments: views of the arrays above (cache_seqlens as it will be after the write).
+  const attention::MlaDecodeArgs args{
+      .shape = shape,
+      .q = q,
+      .kv_cache = kv_cache,
+      .block_size = kBlockSize,
+      .block_table = block_table,
+      .max_blocks_per_seq = kMaxBlocksPerSeq,
+      .cache_seqlens = cache_seqlens,
+      .softmax_scale = 1.0f / std::sqrt(192.0f),  // DeepSeek-V3: (128 + 64)^-1/2
+      .masking = attention::Masking::causal,
+      .o = o,
+      .lse = lse};
 
   cmx::tbb_backend::World world({.num_ranks = 1});  // one rank; its blocks on every core
   world.run([&](Device device) {
@@ -95,31 +107,12 @@ int main() {
 
     // 3. Decode attention, per layer. The last s_q cached tokens are this step's: query
     //    position i sees the cache up to and including its own token (causal).
-    attention::mla_decode(device, plan,
-                          {.shape = shape,
-                           .q = q,
-                           .kv_cache = kv_cache,
-                           .block_size = kBlockSize,
-                           .block_table = block_table,
-                           .max_blocks_per_seq = kMaxBlocksPerSeq,
-                           .cache_seqlens = cache_seqlens,
-                           .softmax_scale = softmax_scale,
-                           .masking = attention::Masking::causal,
-                           .o = o,
-                           .lse = lse});
+    attention::mla_decode(device, plan, args);
   });
 
   // Check against the fp32 reference, within mla_decode's documented tolerance:
   // |o - o_ref| <= 2^-8 (|o_ref| + sum_j p_j |v_j|), |lse - lse_ref| <= 2^-10.
-  const cmx::reference::MlaDecodeResult expected =
-      cmx::reference::mla_decode({.shape = shape,
-                                  .q = q,
-                                  .kv_cache = kv_cache,
-                                  .block_size = kBlockSize,
-                                  .block_table = block_table,
-                                  .max_blocks_per_seq = kMaxBlocksPerSeq,
-                                  .cache_seqlens = cache_seqlens,
-                                  .softmax_scale = softmax_scale});
+  const cmx::reference::MlaDecodeResult expected = cmx::reference::mla_decode(args);
   int outside = 0;
   for (std::size_t i = 0; i < o.size(); ++i)
     outside += !(std::abs(o[i].to_float() - expected.o[i]) <=
