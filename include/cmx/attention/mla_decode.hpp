@@ -384,6 +384,9 @@ void merge_row(Dev& device, LocalArena& local, const MlaDecodeArgs& args, MlaDec
 /// probabilities account for 2^-9 of the weighted |v|, the bf16 output for 2^-9 |o|, the rest
 /// is the fp32 sums' rounding in whatever order a tier uses.
 ///
+/// q and the cache rows read must be finite: a NaN or an infinity gives unspecified values (the
+/// tiers differ), never a write out of bounds.
+///
 /// Errors (cmx::Error), raised before anything is written: invalid_argument (sizes, a shape or
 /// lengths that differ from the plan's, a block index outside the cache, a bad softmax_scale),
 /// capacity (a request longer than its block table holds).
