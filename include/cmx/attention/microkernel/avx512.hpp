@@ -5,7 +5,9 @@
 //   scores:  lanes are queries. Per pair p of depth elements, one load of 16 queries' pairs
 //            (Bf16ScoresTile's layout, no reshuffle) and one broadcast of each key's pair feed
 //            a register block of 12 keys x 32 queries; the keys are read straight from the
-//            (staged) cache rows. Masking and the row maxima are done in registers.
+//            (staged) cache rows. Masking and the row maxima are done in registers. The depth
+//            loops also bring the next tile's keys (Bf16ScoresTile::next_keys) into L2, a few
+//            lines every 16 pairs, so that the next tile does not start from memory.
 //   exp:     2^x as 2^round(x) (VSCALEFPS) times a degree-6 polynomial on [-1/2, 1/2]
 //            (Cephes exp2f, relative error 1.7e-7); two keys' probabilities are rounded to bf16
 //            together (VCVTNE2PS2BF16) and interleaved into the pair layout.
