@@ -33,4 +33,7 @@ class Suite {
 /// The EP suite: FusedDispatch and FusedCombine at the DeepEP low-latency setting.
 std::unique_ptr<Suite> make_ep_suite();
 
+/// The MLA suite: MLA decode on FlashMLA's grid, scaled to this machine.
+std::unique_ptr<Suite> make_mla_suite();
+
 }  // namespace cmx::bench

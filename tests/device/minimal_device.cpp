@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "../attention/mla_harness.hpp"
 #include "../ep/ep_harness.hpp"
 #include "cmx/device/device.hpp"
 
@@ -131,4 +132,44 @@ TEST_CASE("dispatch and combine run on a device with only the required members")
         CHECK_MESSAGE(mismatch.empty(), mismatch);
       }
     }
+}
+
+TEST_CASE("MLA decode and the cache write run on a device with only the required members") {
+  namespace attention = cmx::attention;
+  // 64 KiB of local memory makes smaller tiles; the kernels use the portable tile operations.
+  static_assert(!cmx::Bf16AttentionDevice<MinimalDevice>);
+  cmx::test::MlaProblem problem = cmx::test::make_problem(
+      {.batch = 3, .num_queries = 2, .num_heads = 16, .seqlens = {700, 0, 65}});
+  const std::size_t max_blocks = static_cast<std::size_t>(problem.max_blocks_per_seq);
+  MinimalDevice device;
+  for (const std::size_t b : {0u, 2u}) {  // the last token of each non-empty request goes in
+    std::vector<cmx::bf16> latent(attention::kLatentDim), rope(attention::kRopeDim);
+    for (std::size_t i = 0; i < latent.size(); ++i)
+      latent[i] = cmx::bf16::from_float(0.01f * (i % 97) - b);
+    for (std::size_t i = 0; i < rope.size(); ++i)
+      rope[i] = cmx::bf16::from_float(0.02f * (i % 89) + b);
+    const std::int32_t cached = problem.seqlens[b] - 1;
+    attention::append_kv(
+        device, {.latent = latent,
+                 .rope = rope,
+                 .batch = 1,
+                 .num_new = 1,
+                 .kv_cache = problem.kv_cache,
+                 .block_size = problem.c.block_size,
+                 .block_table = std::span(problem.block_table).subspan(b * max_blocks, max_blocks),
+                 .max_blocks_per_seq = problem.max_blocks_per_seq,
+                 .cache_seqlens = std::span(&cached, 1)});
+  }
+  const cmx::reference::MlaDecodeResult expected = cmx::reference::mla_decode(problem.args());
+  attention::mla_decode(device, problem.args());
+  const std::string mismatch = cmx::test::check_against_reference(problem, expected);
+  CHECK_MESSAGE(mismatch.empty(), mismatch);
+
+  // A plan cut for the TBB device's larger local memory is refused, before anything runs.
+  cmx::tbb_backend::World world({.num_ranks = 1});
+  world.run([&](cmx::tbb_backend::Device tbb) {
+    attention::MlaDecodePlan plan(tbb, problem.shape(), problem.seqlens);
+    CHECK_THROWS_WITH_AS(attention::mla_decode(device, plan, problem.args()),
+                         doctest::Contains("local memory"), cmx::Error);
+  });
 }

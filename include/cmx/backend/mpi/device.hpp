@@ -17,6 +17,7 @@
 #include "cmx/backend/mpi/world_state.hpp"
 #include "cmx/backend/tbb/cpu_device.hpp"
 #include "cmx/core/local_arena.hpp"
+#include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
 
 namespace cmx::mpi_backend {
@@ -90,6 +91,14 @@ class Device : public tbb_backend::detail::CpuDevice {
     run_blocks(world_->arena(), num_blocks, body);
   }
 
+  /// A copy of this device whose bf16 attention tiles run tier `isa`. Throws
+  /// cmx::Error(invalid_argument) if this CPU cannot run it.
+  Device with_bf16_isa(cpu::Isa isa) const {
+    Device copy = *this;
+    copy.use_bf16_isa(isa);
+    return copy;
+  }
+
  private:
   // `rank`'s part if this process maps it, else null.
   static std::byte* part(const Symmetric& sym, int rank) noexcept {
@@ -107,5 +116,7 @@ class Device : public tbb_backend::detail::CpuDevice {
 
 static_assert(cmx::Device<Device>, "the MPI backend must satisfy the device concept");
 static_assert(cmx::PrefetchingDevice<Device>, "the MPI backend prefetches what blocks stage next");
+static_assert(cmx::Bf16AttentionDevice<Device>,
+              "the MPI backend supplies the bf16 attention tiles");
 
 }  // namespace cmx::mpi_backend

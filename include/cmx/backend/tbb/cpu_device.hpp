@@ -15,12 +15,15 @@
 #include <memory>
 #include <span>
 
+#include "cmx/attention/microkernel/cpu.hpp"
 #include "cmx/backend/tbb/row_ops.hpp"
 #include "cmx/backend/tbb/streaming_copy.hpp"
 #include "cmx/core/bf16.hpp"
+#include "cmx/core/cpu_isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/core/local_arena.hpp"
 #include "cmx/core/quantize.hpp"
+#include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
 
 namespace cmx::tbb_backend::detail {
@@ -96,7 +99,20 @@ class CpuDevice {
     cmx::round_row_to_bf16(in, out);
   }
 
+  // bf16 attention tiles (cmx::Bf16AttentionDevice): the CPU micro-kernels of
+  // cmx/attention/microkernel/cpu.hpp, at the process's tier unless use_bf16_isa says.
+
+  /// The tier this device's bf16 attention tiles run.
+  cpu::Isa bf16_isa() const { return bf16_.isa(); }
+  void bf16_scores(const Bf16ScoresTile& tile) const { bf16_.scores(tile); }
+  void bf16_exp_scores(const Bf16ExpTile& tile) const { bf16_.exp_scores(tile); }
+  void bf16_accumulate_values(const Bf16ValuesTile& tile) const { bf16_.accumulate_values(tile); }
+
  protected:
+  /// From now on, this device's bf16 attention tiles run tier `isa`. Throws
+  /// cmx::Error(invalid_argument) if this CPU cannot run it.
+  void use_bf16_isa(cpu::Isa isa) { bf16_ = attention::CpuBf16Microkernels(isa); }
+
   /// The peer write into memory this process maps: streaming stores for a put of
   /// kStreamingPutBytes or more (published by their SFENCE, see copy_streaming), else memcpy.
   /// (Not under ThreadSanitizer, which does not see GCC's streaming-store builtins.)
@@ -169,6 +185,8 @@ class CpuDevice {
     Block block{index, count, local};
     body(block);
   }
+
+  attention::CpuBf16Microkernels bf16_;
 };
 
 }  // namespace cmx::tbb_backend::detail

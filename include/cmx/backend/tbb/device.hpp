@@ -14,7 +14,9 @@
 #include "cmx/backend/tbb/cpu_device.hpp"
 #include "cmx/backend/tbb/flag.hpp"
 #include "cmx/backend/tbb/world_state.hpp"
+#include "cmx/core/cpu_isa.hpp"
 #include "cmx/core/error.hpp"
+#include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
 
 namespace cmx::tbb_backend {
@@ -75,6 +77,14 @@ class Device : public detail::CpuDevice {
     run_blocks(world_->arena(rank_), num_blocks, body);
   }
 
+  /// A copy of this device whose bf16 attention tiles run tier `isa` (tests and benchmarks run
+  /// every tier this CPU has). Throws cmx::Error(invalid_argument) if this CPU cannot run it.
+  Device with_bf16_isa(cpu::Isa isa) const {
+    Device copy = *this;
+    copy.use_bf16_isa(isa);
+    return copy;
+  }
+
  private:
   static std::byte* part(const Symmetric& sym, int rank) noexcept {
     return sym.allocation->parts[static_cast<std::size_t>(rank)];
@@ -96,5 +106,7 @@ class Device : public detail::CpuDevice {
 
 static_assert(cmx::Device<Device>, "the TBB backend must satisfy the device concept");
 static_assert(cmx::PrefetchingDevice<Device>, "the TBB backend prefetches what blocks stage next");
+static_assert(cmx::Bf16AttentionDevice<Device>,
+              "the TBB backend supplies the bf16 attention tiles");
 
 }  // namespace cmx::tbb_backend
