@@ -9,3 +9,4 @@
 #include "cmx/core/quantize.hpp"
 #include "cmx/device/device.hpp"
 #include "cmx/ep/ep.hpp"
+#include "cmx/gemm/gemm.hpp"

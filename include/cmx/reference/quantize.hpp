@@ -57,4 +57,25 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
   return amax / 127.0f;
 }
 
+/// Per-token INT8 quantization of a float row, as documented at the float overload of
+/// cmx::quantize_row_int8. Returns the scale.
+inline float quantize_row_int8(std::span<const float> row, std::span<std::int8_t> out) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (const float v : row) {
+    finite = finite && std::isfinite(v);
+    amax = std::max(amax, std::fabs(v));
+  }
+  if (!finite || amax < std::ldexp(1.0f, -121)) {
+    std::fill(out.begin(), out.end(), std::int8_t{0});
+    return finite ? 0.0f : std::numeric_limits<float>::quiet_NaN();
+  }
+  const float inverse_scale = 127.0f / amax;
+  for (std::size_t i = 0; i < row.size(); ++i) {
+    const float code = std::nearbyint(row[i] * inverse_scale);
+    out[i] = static_cast<std::int8_t>(std::clamp(code, -127.0f, 127.0f));
+  }
+  return amax / 127.0f;
+}
+
 }  // namespace cmx::reference

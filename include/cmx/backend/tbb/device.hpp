@@ -17,12 +17,14 @@
 #include <memory>
 #include <span>
 #include <sstream>
+#include <string_view>
 
 #include "cmx/backend/tbb/wait.hpp"
 #include "cmx/backend/tbb/world_state.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/core/quantize.hpp"
 #include "cmx/device/device.hpp"
+#include "cmx/device/int8_matmul.hpp"
 
 namespace cmx::tbb_backend {
 
@@ -134,6 +136,27 @@ class Device {
     cmx::round_row_to_bf16(in, out);
   }
 
+  // ---- cmx::Int8MatmulDevice (cmx/device/int8_matmul.hpp): the CPU's int8 tile product -----
+  // Forwarded to the World's gemm::CpuInt8Matmul, whose tier is WorldConfig::int8_isa, else
+  // CMX_ISA, else the best this CPU runs.
+
+  static constexpr int kInt8PanelColumns = gemm::CpuInt8Matmul::kPanelColumns;
+  std::size_t int8_panel_bytes(int k) const noexcept {
+    return world_->int8_matmul().panel_bytes(k);
+  }
+  std::string_view int8_panel_format() const noexcept {
+    return world_->int8_matmul().panel_format();
+  }
+  void pack_int8_panel(std::span<const std::int8_t> rows, int k, std::span<std::byte> panel) {
+    world_->int8_matmul().pack_panel(rows, k, panel);
+  }
+  void int8_tile_product(const Int8TileProduct& product) {
+    world_->int8_matmul().tile_product(product);
+  }
+  /// The tier this rank's int8 tile products run (resolved on first use).
+  cpu::Isa int8_isa() const { return world_->int8_matmul().isa(); }
+  // ---- end of cmx::Int8MatmulDevice ------------------------------------------------------------
+
  private:
   // A flag slot: the sequence at byte 0, the payload at byte 8, the count of the owner's
   // threads asleep on it at byte 16; the rest of the 32 B unused.
@@ -190,5 +213,6 @@ class Device {
 };
 
 static_assert(cmx::Device<Device>, "the TBB backend must satisfy the device concept");
+static_assert(cmx::Int8MatmulDevice<Device>, "the TBB backend runs the INT8 GEMM kernels");
 
 }  // namespace cmx::tbb_backend

@@ -16,13 +16,16 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
 
 #include "cmx/backend/tbb/wait.hpp"
+#include "cmx/core/cpu_isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/device.hpp"
+#include "cmx/gemm/cpu_int8_matmul.hpp"
 
 namespace cmx::tbb_backend {
 
@@ -53,6 +56,10 @@ struct WorldConfig {
   /// Blocks of one rank that run at once (its oneTBB arena's concurrency). 0 picks
   /// max(1, hardware threads / num_ranks), so ranks do not oversubscribe the machine further.
   int blocks_per_rank = 0;
+  /// The instruction-set tier of the int8 GEMM micro-kernels (Device::int8_tile_product): none
+  /// = the one CMX_ISA names, else the fastest this CPU runs. A tier the CPU lacks is a
+  /// cmx::Error at the first GEMM.
+  std::optional<cpu::Isa> int8_isa = std::nullopt;
 };
 
 namespace detail {
@@ -77,7 +84,8 @@ class WorldState {
                              ? config.blocks_per_rank
                              : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) /
                                                std::max(1, config.num_ranks))),
-        ranks_(static_cast<std::size_t>(std::max(config.num_ranks, 0))) {
+        ranks_(static_cast<std::size_t>(std::max(config.num_ranks, 0))),
+        int8_matmul_(config.int8_isa) {
     cmx::detail::require(config.num_ranks >= 1, ErrorCode::invalid_argument,
                          "WorldConfig::num_ranks must be >= 1, got ", config.num_ranks);
     cmx::detail::require(config.timeout.count() > 0, ErrorCode::invalid_argument,
@@ -95,6 +103,8 @@ class WorldState {
   int num_ranks() const noexcept { return num_ranks_; }
   std::chrono::nanoseconds timeout() const noexcept { return timeout_; }
   int blocks_per_rank() const noexcept { return blocks_per_rank_; }
+  /// The int8 matrix capability every rank's Device forwards to.
+  const gemm::CpuInt8Matmul& int8_matmul() const noexcept { return int8_matmul_; }
 
   /// The arena in which `rank`'s blocks run; created on first use by that rank's thread.
   oneapi::tbb::task_arena& arena(int rank) {
@@ -185,6 +195,7 @@ class WorldState {
   std::chrono::nanoseconds timeout_;
   int blocks_per_rank_;
   std::vector<RankState> ranks_;  // [num_ranks]
+  gemm::CpuInt8Matmul int8_matmul_;
   std::mutex allocations_mutex_;
   std::vector<std::unique_ptr<SymmetricAllocation>> allocations_;
   std::atomic<int> barrier_count_{0};

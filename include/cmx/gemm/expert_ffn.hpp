@@ -1,0 +1,190 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::gemm::expert_ffn: the INT8 expert FFN of an MoE layer, y = (silu(x Wg^T) * (x Wu^T)) Wd^T,
+// over the masked rows FusedDispatch delivered, fused per row tile so that the full-precision
+// intermediate stays in the block's local memory, output in dispatch's layout for FusedCombine.
+//
+// For each expert (group) e, in work items of up to R rows of its valid rows (R as large as
+// the block's local memory holds, see ffn_rows_per_item):
+//   1. Gather the rows: codes in place, per-token scales, output rows (as cmx/gemm/tiling.hpp).
+//   2. Gate and up, kPanelsPerItem panels of the intermediate I at a time: exact int32 products
+//      of the rows with Wg and Wu (the device's tile products, over the depth H in steps),
+//      dequantized as every GEMM output (cmx/gemm/epilogue.hpp) to g and u in binary32, then
+//      h = silu_mul(g, u) (cmx/gemm/swiglu.hpp) into h [R][I] float, in local memory.
+//   3. Re-quantize each row of h to INT8 with its own scale: cmx::quantize_row_int8, float
+//      overload (amax / 127, round to nearest even), into codes [R][I] in local memory.
+//   4. Down, kPanelsPerItem panels of H at a time: exact int32 products of the codes with Wd,
+//      dequantized with the row's new scale and Wd's channel scales, rounded once to bf16 and
+//      written to the row's output slot.
+//
+// NOTES: h never leaves the block's local memory in full precision; only the bf16 outputs are
+// written. Each output row is computed by one block in a fixed order, so the output is bitwise
+// the same whatever the block count, and (the int32 sums being exact) whatever the tier.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/error.hpp"
+#include "cmx/core/quantize.hpp"
+#include "cmx/device/int8_matmul.hpp"
+#include "cmx/gemm/epilogue.hpp"
+#include "cmx/gemm/grouped.hpp"
+#include "cmx/gemm/masked_rows.hpp"
+#include "cmx/gemm/packed_weights.hpp"
+#include "cmx/gemm/swiglu.hpp"
+#include "cmx/gemm/tiling.hpp"
+#include "cmx/gemm/tuning.hpp"
+
+namespace cmx::gemm {
+
+/// One expert's packed weights: gate and up [I, H], down [H, I] (output channels first, as
+/// every cmx GEMM takes them).
+struct ExpertWeights {
+  PackedWeights gate;
+  PackedWeights up;
+  PackedWeights down;
+};
+
+/// The operands of expert_ffn.
+struct ExpertFfnArgs {
+  const MaskedRows& x;                     ///< the tokens, k = H: dispatch's rows in place
+  std::span<const ExpertWeights> experts;  ///< [x.num_groups]
+  /// [num_groups][num_segments][capacity][H] bf16 output, the layout of CombineArgs::expert_out;
+  /// rows of slots without a valid row are not written.
+  std::span<bf16> out;
+};
+
+namespace detail {
+
+/// Rows per work item of the fused FFN with intermediate size `intermediate`, for a device with
+/// `local_bytes` of local memory per block: as many as hold h (float), its codes and the
+/// accumulators, up to tuning::kRowsPerItem; 0 if not even one row fits.
+inline int ffn_rows_per_item(std::size_t local_bytes, int intermediate, int panel_columns) {
+  const std::size_t columns = static_cast<std::size_t>(tuning::kPanelsPerItem) * panel_columns;
+  const std::size_t per_row = static_cast<std::size_t>(intermediate) * (sizeof(float) + 1) +
+                              2 * columns * sizeof(std::int32_t) + sizeof(RowRef) +
+                              2 * sizeof(void*) + sizeof(float) + 4 * kTileAlignment;
+  const std::size_t fixed = 8 * kTileAlignment;  // the rounding of each tile to 32 B
+  if (local_bytes <= fixed) return 0;
+  return static_cast<int>(
+      std::min<std::size_t>(tuning::kRowsPerItem, (local_bytes - fixed) / per_row));
+}
+
+/// h[c] = silu_mul(g, u) of one row's gate and up sums: g = dequantize(acc_gate[c], row_scale,
+/// gate_scales[c]), u likewise (step 2).
+inline void swiglu_row(std::span<const std::int32_t> acc_gate, std::span<const std::int32_t> acc_up,
+                       float row_scale, std::span<const float> gate_scales,
+                       std::span<const float> up_scales, std::span<float> h) noexcept {
+  for (std::size_t c = 0; c < h.size(); ++c)
+    h[c] = silu_mul(dequantize(acc_gate[c], row_scale, gate_scales[c]),
+                    dequantize(acc_up[c], row_scale, up_scales[c]));
+}
+
+/// Throws cmx::Error(invalid_argument) unless the experts' weights fit each other and x.
+template <Int8MatmulDevice Dev>
+void check_expert_weights(const Dev& device, std::span<const ExpertWeights> experts, int hidden) {
+  if (experts.empty()) return;
+  require_packed_for(device, experts.front().gate, hidden, -1, "expert_ffn (gate)");
+  const int intermediate = experts.front().gate.n();
+  for (const ExpertWeights& expert : experts) {
+    require_packed_for(device, expert.gate, hidden, intermediate, "expert_ffn (gate)");
+    require_packed_for(device, expert.up, hidden, intermediate, "expert_ffn (up)");
+    require_packed_for(device, expert.down, intermediate, hidden, "expert_ffn (down)");
+  }
+}
+
+}  // namespace detail
+
+/// The fused INT8 expert FFN (see the file comment for the exact sequence): for every valid
+/// row (e, s, slot) of x,
+///
+///   out[slot_index(e, s, slot)] = bf16( dequantize( q(h) x Wd_e^T ) ),
+///   h = silu_mul( dequantize(x Wg_e^T), dequantize(x Wu_e^T) ),  q = per-row INT8 quantization
+///
+/// Reads x in place; writes only the output rows of valid rows.
+///
+/// Errors (cmx::Error, raised before anything is written): invalid_argument for weights not
+/// packed for this device or not of shapes gate/up [I, H], down [H, I] with H = x.k, a bad
+/// masked layout, an output of the wrong size; capacity if one row's intermediate does not fit
+/// the device's local memory (I above ~D::kLocalMemoryBytes / 5 bytes).
+template <Int8MatmulDevice Dev>
+void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
+  using cmx::detail::require;
+  constexpr int kColumns = Dev::kInt8PanelColumns;
+  constexpr const char* kWhat = "expert_ffn";
+  detail::check_masked_rows(args.x, kWhat);
+  require(args.experts.size() == static_cast<std::size_t>(args.x.num_groups),
+          ErrorCode::invalid_argument, kWhat, ": ", args.experts.size(), " experts' weights for ",
+          args.x.num_groups, " groups of rows");
+  detail::check_expert_weights(device, args.experts, args.x.k);
+  const int hidden = args.x.k;
+  const int intermediate = args.experts.empty() ? 0 : args.experts.front().gate.n();
+  require(args.out.size() == args.x.num_slots() * static_cast<std::size_t>(hidden),
+          ErrorCode::invalid_argument, kWhat, ": out has ", args.out.size(),
+          " elements, expected groups * segments * capacity * H = ", args.x.num_slots(), " * ",
+          hidden);
+  if (args.experts.empty()) return;
+  const int rows_per_item =
+      detail::ffn_rows_per_item(Dev::kLocalMemoryBytes, intermediate, kColumns);
+  require(rows_per_item >= 1, ErrorCode::capacity, kWhat,
+          ": one row's intermediate (I = ", intermediate,
+          ") does not fit the device's local memory of ", Dev::kLocalMemoryBytes, " B");
+
+  const detail::MaskedSource source(args.x);
+  const detail::WorkItems items(source, 1, rows_per_item, 1);  // whole rows: every column
+
+  device.launch(items.count(), [&](Block& block) {
+    const detail::WorkItem item = items.at(block.index);
+    const ExpertWeights& expert = args.experts[static_cast<std::size_t>(item.group)];
+    const std::size_t num_rows = static_cast<std::size_t>(item.num_rows);
+    const std::size_t width = static_cast<std::size_t>(intermediate);
+    LocalArena& local = block.local;
+    // 1. Gather.
+    const detail::GatheredRows rows = detail::gather(source, item, local);
+    const std::span<float> h = local.take<float>(num_rows * width);                  // [R][I]
+    const std::span<std::int8_t> codes = local.take<std::int8_t>(num_rows * width);  // [R][I]
+    const std::span<const std::int8_t*> code_rows = local.take<const std::int8_t*>(num_rows);
+    const std::span<float> code_scales = local.take<float>(num_rows);  // [R]
+    const std::size_t block_columns = static_cast<std::size_t>(tuning::kPanelsPerItem) * kColumns;
+    const std::span<std::int32_t> acc_gate = local.take<std::int32_t>(num_rows * block_columns);
+    const std::span<std::int32_t> acc_up = local.take<std::int32_t>(num_rows * block_columns);
+
+    // 2. Gate and up, a block of panels at a time, into h.
+    for (int panel = 0; panel < expert.gate.num_panels(); panel += tuning::kPanelsPerItem) {
+      const int panels = std::min(tuning::kPanelsPerItem, expert.gate.num_panels() - panel);
+      const std::size_t columns = static_cast<std::size_t>(panels) * kColumns;
+      const std::size_t first = static_cast<std::size_t>(panel) * kColumns;
+      detail::multiply(device, rows.codes, expert.gate, panel, panels, acc_gate.data(), columns);
+      detail::multiply(device, rows.codes, expert.up, panel, panels, acc_up.data(), columns);
+      for (std::size_t r = 0; r < num_rows; ++r)
+        detail::swiglu_row(
+            acc_gate.subspan(r * columns, columns), acc_up.subspan(r * columns, columns),
+            rows.refs[r].scale, expert.gate.scales().subspan(first, columns),
+            expert.up.scales().subspan(first, columns), h.subspan(r * width + first, columns));
+    }
+    // 3. Re-quantize each row.
+    for (std::size_t r = 0; r < num_rows; ++r) {
+      code_rows[r] = codes.data() + r * width;
+      code_scales[r] = quantize_row_int8(std::span<const float>(h.subspan(r * width, width)),
+                                         codes.subspan(r * width, width));
+    }
+    // 4. Down, into the output rows.
+    for (int panel = 0; panel < expert.down.num_panels(); panel += tuning::kPanelsPerItem) {
+      const int panels = std::min(tuning::kPanelsPerItem, expert.down.num_panels() - panel);
+      const std::size_t columns = static_cast<std::size_t>(panels) * kColumns;
+      const std::size_t first = static_cast<std::size_t>(panel) * kColumns;
+      detail::multiply(device, code_rows, expert.down, panel, panels, acc_gate.data(), columns);
+      for (std::size_t r = 0; r < num_rows; ++r)
+        dequantize_row<bf16>(
+            acc_gate.subspan(r * columns, columns), code_scales[r],
+            expert.down.scales().subspan(first, columns),
+            args.out.subspan(rows.refs[r].out_row * static_cast<std::size_t>(hidden) + first,
+                             columns));
+    }
+  });
+}
+
+}  // namespace cmx::gemm
