@@ -33,4 +33,8 @@ class Suite {
 /// The EP suite: FusedDispatch and FusedCombine at the DeepEP low-latency setting.
 std::unique_ptr<Suite> make_ep_suite();
 
+/// The GEMM suite: dense, grouped masked and expert FFN INT8 GEMMs beside oneDNN, at
+/// DeepSeek-V3 shapes, with this machine's int8 peak.
+std::unique_ptr<Suite> make_gemm_suite();
+
 }  // namespace cmx::bench

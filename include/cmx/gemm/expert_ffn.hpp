@@ -4,7 +4,8 @@
 // intermediate stays in the block's local memory, output in dispatch's layout for FusedCombine.
 //
 // For each expert (group) e, in work items of up to R rows of its valid rows (R as large as
-// the block's local memory holds, see ffn_rows_per_item):
+// the block's local memory holds, see ffn_rows_per_item; as many blocks as run at once, taking
+// the items in turn):
 //   1. Gather the rows: codes in place, per-token scales, output rows (as cmx/gemm/tiling.hpp).
 //   2. Gate and up, kPanelsPerItem panels of the intermediate I at a time: exact int32 products
 //      of the rows with Wg and Wu (the device's tile products, over the depth H in steps),
@@ -136,12 +137,11 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
   const detail::MaskedSource source(args.x);
   const detail::WorkItems items(source, 1, rows_per_item, 1);  // whole rows: every column
 
-  device.launch(items.count(), [&](Block& block) {
-    const detail::WorkItem item = items.at(block.index);
+  // One work item (steps 1-4), in the block's local memory.
+  const auto run_item = [&](const detail::WorkItem& item, LocalArena& local) {
     const ExpertWeights& expert = args.experts[static_cast<std::size_t>(item.group)];
     const std::size_t num_rows = static_cast<std::size_t>(item.num_rows);
     const std::size_t width = static_cast<std::size_t>(intermediate);
-    LocalArena& local = block.local;
     // 1. Gather.
     const detail::GatheredRows rows = detail::gather(source, item, local);
     const std::span<float> h = local.take<float>(num_rows * width);                  // [R][I]
@@ -183,6 +183,18 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
             expert.down.scales().subspan(first, columns),
             args.out.subspan(rows.refs[r].out_row * static_cast<std::size_t>(hidden) + first,
                              columns));
+    }
+  };
+  // Blocks take the items in turn (block b: items b, b + B, b + 2B, ...), so that the blocks
+  // running at once work on row tiles of one expert and stream its weights at about the same
+  // time: a tile re-reads every weight of its expert, and the trailing block then finds them in
+  // the shared cache.
+  const int num_items = items.count();
+  device.launch(std::max(1, std::min(device.max_blocks(), num_items)), [&](Block& block) {
+    const std::size_t start = block.local.mark();
+    for (int index = block.index; index < num_items; index += block.count) {
+      block.local.rewind(start);
+      run_item(items.at(index), block.local);
     }
   });
 }

@@ -3,9 +3,9 @@
 // masked): a grouped product over a source of rows, cut into work items, one block each.
 //
 // For a product of G groups (group g: rows_g rows of A against its own packed weights [N, K]):
-//   1. Cut each group into work items of up to kRowsPerItem rows x kPanelsPerItem panels, in
-//      the order (group, column block, row block): the blocks that run side by side take
-//      items of the same weight panels, which then come from cache.
+//   1. Cut each group into work items of up to kRowsPerItem rows (in blocks of equal sizes) x
+//      kPanelsPerItem panels, in the order (group, column block, row block): consecutive items
+//      read the same weight panels, which then come from cache.
 //   2. Launch one block per item. A block gathers its rows (where the codes are, their scales,
 //      where their outputs go) into local memory, with the int32 accumulators
 //      [rows][panels * 16].
@@ -57,7 +57,9 @@ struct WorkItem {
   int num_panels = 0;
 };
 
-/// The items of a grouped product, in the order of step 1.
+/// The items of a grouped product, in the order of step 1. A group's rows are cut into the
+/// fewest row blocks of at most rows_per_item rows, of equal sizes (to one row): a block of a
+/// few left-over rows would read the weights once more for little work.
 template <RowSource Source>
 class WorkItems {
  public:
@@ -78,13 +80,15 @@ class WorkItems {
   WorkItem at(int index) const noexcept {
     int group = 0;
     while (index >= in_group(group)) index -= in_group(group++);
-    const int row_blocks = ceil_div(source_.num_rows(group), rows_per_item_);
+    const int rows = source_.num_rows(group);
+    const int row_blocks = ceil_div(rows, rows_per_item_);
     const int column_block = index / row_blocks;
     const int row_block = index % row_blocks;
     WorkItem item;
     item.group = group;
-    item.first_row = row_block * rows_per_item_;
-    item.num_rows = std::min(rows_per_item_, source_.num_rows(group) - item.first_row);
+    item.first_row = static_cast<int>(std::int64_t{rows} * row_block / row_blocks);
+    item.num_rows =
+        static_cast<int>(std::int64_t{rows} * (row_block + 1) / row_blocks) - item.first_row;
     item.first_panel = column_block * panels_per_item_;
     item.num_panels = std::min(panels_per_item_, num_panels_ - item.first_panel);
     return item;

@@ -37,7 +37,7 @@ namespace cmx::gemm::microkernel::avx512 {
 inline constexpr int kRows = 6;
 inline constexpr int kPanels = 4;
 /// Rows whose corrections are computed together (one stack array).
-inline constexpr int kRowChunk = 96;
+inline constexpr int kRowChunk = 128;
 
 namespace detail {
 
