@@ -185,6 +185,7 @@ struct MoeProblem {
   std::vector<gemm::PackedWeights> gate_up;  // [E_local] [2I, H]
   std::vector<gemm::PackedWeights> down;     // [E_local] [H, I]
   std::vector<gemm::ExpertWeights> ffn;      // [E_local] gate, up [I, H], down [H, I]
+  gemm::ExpertFfnWorkspace ffn_workspace;    // the FFN's INT8 intermediate
   std::vector<OneDnnExpert> onednn;          // [E_local]
   // Outputs [slots][N]: cmx's, oneDNN's.
   std::vector<bf16> c, onednn_out;
@@ -196,7 +197,8 @@ struct MoeProblem {
   MoeProblem(Device& device, const MoeShape& moe)
       : shape(moe),
         x(moe, moe.hidden, skewed_counts(moe)),
-        x_down(moe, moe.intermediate, skewed_counts(moe)) {
+        x_down(moe, moe.intermediate, skewed_counts(moe)),
+        ffn_workspace(x.rows().num_slots(), moe.intermediate) {
     const std::size_t hidden = static_cast<std::size_t>(shape.hidden);
     const std::size_t inter = static_cast<std::size_t>(shape.intermediate);
     int max_rows = 0;
@@ -296,7 +298,8 @@ struct MoeProblem {
     gemm::expert_ffn(device, {.x = rows,
                               .experts = ffn,
                               .out = std::span(c).first(rows.num_slots() *
-                                                        static_cast<std::size_t>(shape.hidden))});
+                                                        static_cast<std::size_t>(shape.hidden)),
+                              .workspace = ffn_workspace});
   }
   /// The unfused FFN with oneDNN: per expert, gather; gate+up in one matmul; SwiGLU and the
   /// per-token re-quantization (cmx's own row functions); down; scale and scatter.

@@ -166,6 +166,8 @@ int main() {
     }
     // [local expert][source rank][capacity][hidden]: the expert outputs, where combine reads them.
     std::vector<bf16> expert_out(layout.num_messages() * kHidden);
+    // Where the FFN keeps its INT8 intermediate between its two launches: one row per message.
+    cmx::gemm::ExpertFfnWorkspace ffn_workspace(layout.num_messages(), kIntermediate);
     topk_idx[rank].resize(kTokens * kTopk);
     topk_weights[rank].resize(kTokens * kTopk);
     y[rank].resize(x[rank].size());
@@ -185,8 +187,10 @@ int main() {
 
       start = Clock::now();
       const cmx::gemm::ReceivedRows rows(layout, received);  // the received rows, in place
-      cmx::gemm::expert_ffn(device,
-                            {.x = rows.rows(), .experts = local_experts, .out = expert_out});
+      cmx::gemm::expert_ffn(device, {.x = rows.rows(),
+                                     .experts = local_experts,
+                                     .out = expert_out,
+                                     .workspace = ffn_workspace});
       ms[kExpertFfn] = milliseconds_since(start);
 
       start = Clock::now();

@@ -210,7 +210,8 @@ TEST_CASE(
          gemm::pack_weights(
              device,
              {.codes = down.codes, .scales = down.scales, .n = kHidden, .k = kIntermediate})});
-    gemm::expert_ffn(device, {.x = rows, .experts = experts, .out = out.ffn});
+    gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
+    gemm::expert_ffn(device, {.x = rows, .experts = experts, .out = out.ffn, .workspace = workspace});
     return out;
   };
   MinimalMatmulDevice minimal;

@@ -69,7 +69,8 @@ TEST_CASE("masked GEMM and expert FFN read dispatch's rows in place and write co
           device, gemm::MaskedGemmArgs<float>{.a = rows.rows(), .weights = gates, .c = gate_out});
       std::vector<bf16> expert_out(layout.num_messages() *
                                    static_cast<std::size_t>(kConfig.hidden));
-      gemm::expert_ffn(device, {.x = rows.rows(), .experts = ffn, .out = expert_out});
+      gemm::ExpertFfnWorkspace workspace(layout.num_messages(), kIntermediate);
+      gemm::expert_ffn(device, {.x = rows.rows(), .experts = ffn, .out = expert_out, .workspace = workspace});
 
       for (int e = 0; e < layout.num_local_experts; ++e) {
         const ExpertCodes& expert =

@@ -168,12 +168,21 @@ TEST_CASE(
     const auto run = [&](int intermediate, int down_n, int down_k) {
       std::vector<gemm::ExpertWeights> experts;
       experts.push_back({pack(intermediate, 64), pack(intermediate, 64), pack(down_n, down_k)});
-      gemm::expert_ffn(device, {.x = rows, .experts = experts, .out = out});
+      gemm::ExpertFfnWorkspace workspace(rows.num_slots(), intermediate);
+      gemm::expert_ffn(device, {.x = rows, .experts = experts, .out = out, .workspace = workspace});
     };
     const auto bad = cmx::ErrorCode::invalid_argument;
     require_error([&] { run(32, 64, 48); }, bad, "expert_ffn (down)");
     require_error([&] { run(32, 48, 32); }, bad, "expert_ffn (down)");
-    // 5 bytes per row and intermediate channel: 48000 channels need 240 KB > 192 KiB.
-    require_error([&] { run(48000, 64, 48000); }, cmx::ErrorCode::capacity, "local memory");
+    // 4 bytes per row and intermediate channel: 50000 channels need 200 KB > 192 KiB.
+    require_error([&] { run(50000, 64, 50000); }, cmx::ErrorCode::capacity, "local memory");
+    // A workspace for fewer slots or another intermediate size.
+    std::vector<gemm::ExpertWeights> experts;
+    experts.push_back({pack(32, 64), pack(32, 64), pack(64, 32)});
+    gemm::ExpertFfnWorkspace no_slots(0, 32), wrong_width(1, 48);
+    for (gemm::ExpertFfnWorkspace* workspace : {&no_slots, &wrong_width})
+      require_error(
+          [&] { gemm::expert_ffn(device, {.x = rows, .experts = experts, .out = out, .workspace = *workspace}); },
+          bad, "the workspace holds");
   });
 }

@@ -139,7 +139,8 @@ TEST_CASE(
         const gemm::MaskedRows rows = tokens.rows();
         const bf16 sentinel = bf16::from_float(-777.0f);
         std::vector<bf16> out(rows.num_slots() * kHidden, sentinel);
-        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out});
+        gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
+        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out, .workspace = workspace});
         std::vector<bf16> expected(out.size(), sentinel);
         for (int e = 0; e < 4; ++e)
           for (int s = 0; s < 2; ++s)
@@ -177,7 +178,8 @@ TEST_CASE("expert_ffn writes the same bytes whatever the block count") {
           }();
           const gemm::MaskedRows rows = tokens.rows();
           std::vector<bf16> out(rows.num_slots() * kHidden);
-          gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out});
+          gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
+        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out, .workspace = workspace});
           if (first.empty()) first = out;
           const std::string difference = cmx::test::first_difference(out, first, kHidden);
           CHECK_MESSAGE(difference.empty(), difference);
@@ -201,7 +203,8 @@ TEST_CASE("expert_ffn against the real-valued FFN in fp64: relative L2 < 2%, cos
         packed.push_back(expert.pack(device));
         const gemm::MaskedRows rows = tokens.rows();
         std::vector<bf16> out(rows.num_slots() * kHidden);
-        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out});
+        gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
+        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out, .workspace = workspace});
         double error_squared = 0, reference_squared = 0, dot = 0, out_squared = 0;
         for (int t = 0; t < 64; ++t) {
           const auto exact = cmx::reference::expert_ffn_fp64(

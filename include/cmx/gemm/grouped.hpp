@@ -52,6 +52,14 @@ int check_group_weights(const Dev& device, std::span<const PackedWeights> weight
   return n;
 }
 
+/// weights[g] for group g.
+struct GroupWeights {
+  std::span<const PackedWeights> weights;
+  const PackedWeights& operator()(int group) const noexcept {
+    return weights[static_cast<std::size_t>(group)];
+  }
+};
+
 /// Rows of a contiguous grouped GEMM.
 class ContiguousRows {
  public:
@@ -142,7 +150,7 @@ void grouped_gemm_contiguous(Dev& device, const ContiguousGemmArgs<Out>& args) {
           kWhat, ": c has ", args.c.size(), " elements, expected rows * n = ", total_rows, " * ",
           n);
   const detail::ContiguousRows rows(args.a, args.a_scales, args.group_offsets, k);
-  detail::run_grouped_product(device, rows, args.weights, n, args.c);
+  detail::run_grouped_product(device, rows, detail::GroupWeights{args.weights}, n, args.c);
 }
 
 /// The masked grouped GEMM: for every valid row (g, s, slot) of args.a,
@@ -166,7 +174,7 @@ void grouped_gemm_masked(Dev& device, const MaskedGemmArgs<Out>& args) {
           ErrorCode::invalid_argument, kWhat, ": c has ", args.c.size(),
           " elements, expected groups * segments * capacity * n = ", args.a.num_slots(), " * ", n);
   const detail::MaskedSource rows(args.a);
-  detail::run_grouped_product(device, rows, args.weights, n, args.c);
+  detail::run_grouped_product(device, rows, detail::GroupWeights{args.weights}, n, args.c);
 }
 
 }  // namespace cmx::gemm

@@ -9,8 +9,8 @@
 //   2. Launch one block per item. A block gathers its rows (where the codes are, their scales,
 //      where their outputs go) into local memory, with the int32 accumulators
 //      [rows][panels * 16].
-//   3. Multiply over the depth in kDepthBlock steps, each one tile product of the device
-//      (overwrite, then add), so that a register block's panels stay in L1.
+//   3. Multiply over the depth, each kDepthBlock of it one tile product of the device
+//      (overwrite, then add; one call for K <= kDepthBlock).
 //   4. Epilogue: dequantize each row into its output row (cmx/gemm/epilogue.hpp).
 //
 // NOTES: each output element is computed by one block, its sum in a fixed depth order, and
@@ -143,17 +143,17 @@ GatheredRows gather(const Source& source, const WorkItem& item, LocalArena& loca
   return rows;
 }
 
-/// Runs the grouped product of `source`, group g against weights[g] [n, k], into `c` [output
-/// rows][n] (steps 1-4). Every row's out_row must be inside c; the caller has checked shapes
-/// and weights.
-template <GemmOutput Out, RowSource Source, Int8MatmulDevice Dev>
-void run_grouped_product(Dev& device, const Source& source,
-                         std::span<const PackedWeights> weights_of, int n, std::span<Out> c) {
+/// Runs the grouped product of `source`, group g against weights_of(g) [n, k] (a callable
+/// returning const PackedWeights&), into `c` [output rows][n] (steps 1-4). Every row's out_row
+/// must be inside c; the caller has checked shapes and weights.
+template <GemmOutput Out, RowSource Source, Int8MatmulDevice Dev, class WeightsOf>
+void run_grouped_product(Dev& device, const Source& source, WeightsOf&& weights_of, int n,
+                         std::span<Out> c) {
   constexpr int kColumns = Dev::kInt8PanelColumns;
   const WorkItems items(source, n / kColumns, tuning::kRowsPerItem, tuning::kPanelsPerItem);
   device.launch(items.count(), [&](Block& block) {
     const WorkItem item = items.at(block.index);
-    const PackedWeights& weights = weights_of[static_cast<std::size_t>(item.group)];
+    const PackedWeights& weights = weights_of(item.group);
     const GatheredRows rows = gather(source, item, block.local);
     const std::size_t columns = static_cast<std::size_t>(item.num_panels) * kColumns;
     const std::size_t first_column = static_cast<std::size_t>(item.first_panel) * kColumns;

@@ -114,6 +114,27 @@ struct BlockArgs {
   int prefetch_first, prefetch_end;
 };
 
+/// One quad of depth for a register block: the panels' 64 bytes of quad q, each row's 4 codes
+/// broadcast, Rows x Panels VPDPBUSD.
+template <int Rows, int Panels>
+CMX_TARGET_AVX512_VNNI __attribute__((always_inline)) inline void quad_step(
+    __m512i (&acc)[Rows][Panels], const std::int8_t* const (&a)[Rows], const std::byte* panels,
+    std::size_t panel_bytes, int q) noexcept {
+  const std::byte* b = panels + panel::quad_offset(q);
+  __m512i b_quad[Panels];  // [16 columns][4 codes] + 128 of each panel
+#pragma GCC unroll 16
+  for (int p = 0; p < Panels; ++p)
+    b_quad[p] = _mm512_loadu_si512(b + static_cast<std::size_t>(p) * panel_bytes);
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+    std::int32_t a_quad;  // row r's 4 codes at depth 4q
+    std::memcpy(&a_quad, a[r] + q * panel::kQuadDepth, sizeof(a_quad));
+    const __m512i a_broadcast = _mm512_set1_epi32(a_quad);
+#pragma GCC unroll 16
+    for (int p = 0; p < Panels; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b_quad[p], a_broadcast);
+  }
+}
+
 template <int Rows, int Panels>
 CMX_TARGET_AVX512_VNNI void block(const BlockArgs& args) noexcept {
   __m512i acc[Rows][Panels];
@@ -131,25 +152,16 @@ CMX_TARGET_AVX512_VNNI void block(const BlockArgs& args) noexcept {
   const std::int8_t* a[Rows];
 #pragma GCC unroll 16
   for (int r = 0; r < Rows; ++r) a[r] = args.a_rows[r];
-  const std::byte* b = args.panels + panel::quad_offset(args.first_quad);
-  int prefetch_line = args.prefetch_first;
-  for (int q = args.first_quad; q < args.end_quad; ++q, b += panel::kQuadRowBytes) {
-    if (prefetch_line < args.prefetch_end)
-      _mm_prefetch(static_cast<const char*>(args.prefetch->line(prefetch_line++)), _MM_HINT_T1);
-    __m512i b_quad[Panels];  // [16 columns][4 codes] + 128 of each panel
-#pragma GCC unroll 16
-    for (int p = 0; p < Panels; ++p)
-      b_quad[p] = _mm512_loadu_si512(b + static_cast<std::size_t>(p) * args.panel_bytes);
-#pragma GCC unroll 16
-    for (int r = 0; r < Rows; ++r) {
-      std::int32_t a_quad;  // row r's 4 codes at depth 4q
-      std::memcpy(&a_quad, a[r] + q * panel::kQuadDepth, sizeof(a_quad));
-      const __m512i a_broadcast = _mm512_set1_epi32(a_quad);
-#pragma GCC unroll 16
-      for (int p = 0; p < Panels; ++p)
-        acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b_quad[p], a_broadcast);
-    }
+  // The first quads also prefetch a line each (its share of the next depth range); the rest
+  // run without the test.
+  const int prefetch_quads =
+      std::min(args.prefetch_end - args.prefetch_first, args.end_quad - args.first_quad);
+  int q = args.first_quad;
+  for (int line = args.prefetch_first; q < args.first_quad + prefetch_quads; ++q, ++line) {
+    _mm_prefetch(static_cast<const char*>(args.prefetch->line(line)), _MM_HINT_T1);
+    quad_step<Rows, Panels>(acc, a, args.panels, args.panel_bytes, q);
   }
+  for (; q < args.end_quad; ++q) quad_step<Rows, Panels>(acc, a, args.panels, args.panel_bytes, q);
 #pragma GCC unroll 16
   for (int r = 0; r < Rows; ++r)
 #pragma GCC unroll 16
