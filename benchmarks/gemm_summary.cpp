@@ -100,17 +100,18 @@ void print_gemm_summary(std::ostream& out, const MoeShape& moe, const std::vecto
       << "This machine: " << std::thread::hardware_concurrency() << " hardware threads ("
       << cpu::describe(cpu::features()) << ").\n"
       << "Its int8 peak, measured in this run: " << fixed(peak_tops, 3)
-      << " TOPS (best of 5: independent VPDPBUSD zmm chains from registers on every core, 128 "
-         "ops each);"
+      << " TOPS (independent VPDPBUSD zmm chains from registers on every core, 128 ops each, per "
+         "second of each core's CPU time, best of 5);"
       << " memcpy: " << fixed(memcpy_gbps, 1) << " GB/s.\n";
   if (h800)
     out << "H800 FP8 dense peak: " << fixed(h800->first, 0) << " TFLOPS, derived as twice its BF16 "
         << "dense peak " << h800->second->value << " TFLOPS "
         << footnotes.cite(h800->second->source)
         << " (Hopper's FP8 tensor-core rate is twice its BF16 rate).\n";
-  out << "util = throughput / its own machine's peak; ratio_onednn = oneDNN time / cmx time, same "
-         "iterations, alternating order. TOPS count a multiply-add as 2 ops, as DeepGEMM's "
-         "TFLOPS.\n"
+  out << "util = throughput / its own machine's peak (here: wall-clock throughput on cores other "
+         "programs share, so lower than on an idle machine); ratio_onednn = oneDNN time / cmx "
+         "time, same iterations, alternating order. TOPS count a multiply-add as 2 ops, as "
+         "DeepGEMM's TFLOPS.\n"
       << "MoE workload: " << moe.local_experts << " local experts of "
       << moe.local_experts * moe.num_ranks << ", " << moe.num_ranks << " ranks x "
       << moe.tokens_per_rank << " tokens, top-" << moe.num_topk << ", Zipf-skewed routing, H "

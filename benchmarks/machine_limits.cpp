@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <thread>
 #include <vector>
 
@@ -19,6 +20,13 @@ namespace cmx::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+/// CPU seconds the calling thread has run (not the time it waited for a core).
+double thread_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
 
 /// Runs body(thread) on `threads` threads started together; returns the wall seconds.
 template <class Body>
@@ -77,11 +85,18 @@ double int8_peak_ops_per_second(int threads, double seconds) {
   if (!cpu::features().avx512_vnni) return 0;
   // Rounds for about `seconds` at 2 VPDPBUSD per cycle and 4 GHz; timed, not assumed.
   const std::int64_t rounds = static_cast<std::int64_t>(seconds * 4e9 * 2 / kChains);
-  std::atomic<std::int32_t> sink{0};
-  const double elapsed = run_together(threads, [&](int) { sink += vpdpbusd_chains(rounds); });
   constexpr double kOpsPerInstruction = 64 * 2;  // 16 lanes x 4 byte products, multiply + add
-  return static_cast<double>(threads) * static_cast<double>(rounds) * kChains * kOpsPerInstruction /
-         elapsed;
+  std::vector<double> rates(static_cast<std::size_t>(threads));  // ops per CPU second, per thread
+  std::atomic<std::int32_t> sink{0};
+  (void)run_together(threads, [&](int t) {
+    const double start = thread_cpu_seconds();
+    sink += vpdpbusd_chains(rounds);
+    rates[static_cast<std::size_t>(t)] =
+        static_cast<double>(rounds) * kChains * kOpsPerInstruction / (thread_cpu_seconds() - start);
+  });
+  double total = 0;
+  for (const double rate : rates) total += rate;
+  return total;
 #else
   (void)threads;
   (void)seconds;

@@ -7,8 +7,9 @@ namespace cmx::bench {
 
 /// The int8 multiply-accumulate peak of `threads` cores together, in operations per second (a
 /// multiply and an add count 2): each thread runs independent chains of VPDPBUSD on zmm
-/// registers (64 multiply-adds each) from registers only, for about `seconds`. 0 without
-/// AVX512_VNNI. On a shared machine other programs only lower it: take the best of several.
+/// registers (64 multiply-adds each) from registers only, for about `seconds`, and its rate is
+/// taken over the CPU time it ran (CLOCK_THREAD_CPUTIME_ID), so that other programs sharing the
+/// cores do not lower it; the threads' rates are summed. 0 without AVX512_VNNI.
 double int8_peak_ops_per_second(int threads, double seconds);
 
 /// Bytes per second that `threads` threads copy together with memcpy between buffers of
