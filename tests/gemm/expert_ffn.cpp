@@ -54,6 +54,15 @@ struct Expert {
   }
 };
 
+/// The FFN's output [slots][hidden] of `rows` through `experts`.
+std::vector<bf16> run_ffn(Device& device, const gemm::MaskedRows& rows,
+                          std::span<const gemm::ExpertWeights> experts, bf16 fill) {
+  std::vector<bf16> out(rows.num_slots() * static_cast<std::size_t>(rows.k), fill);
+  gemm::ExpertFfnWorkspace workspace(rows.num_slots(), experts.front().gate.n());
+  gemm::expert_ffn(device, {.x = rows, .experts = experts, .out = out, .workspace = workspace});
+  return out;
+}
+
 /// Tokens in the masked layout, as dispatch delivers them: each row of `hidden` codes quantized
 /// per token from normal values, its scale in its own array.
 struct MaskedTokens {
@@ -138,9 +147,7 @@ TEST_CASE(
         const MaskedTokens tokens(4, 2, kCapacity, kHidden, counts, random);
         const gemm::MaskedRows rows = tokens.rows();
         const bf16 sentinel = bf16::from_float(-777.0f);
-        std::vector<bf16> out(rows.num_slots() * kHidden, sentinel);
-        gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
-        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out, .workspace = workspace});
+        const std::vector<bf16> out = run_ffn(device, rows, packed, sentinel);
         std::vector<bf16> expected(out.size(), sentinel);
         for (int e = 0; e < 4; ++e)
           for (int s = 0; s < 2; ++s)
@@ -171,15 +178,8 @@ TEST_CASE("expert_ffn writes the same bytes whatever the block count") {
     CAPTURE(blocks);
     cmx::test::run_on_tier(
         cmx::cpu::best_isa(cmx::cpu::KernelFamily::int8_matmul), blocks, [&](Device& device) {
-          const std::vector<gemm::ExpertWeights> packed = [&] {
-            std::vector<gemm::ExpertWeights> all;
-            all.push_back(expert.pack(device));
-            return all;
-          }();
-          const gemm::MaskedRows rows = tokens.rows();
-          std::vector<bf16> out(rows.num_slots() * kHidden);
-          gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
-        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out, .workspace = workspace});
+          const gemm::ExpertWeights packed[] = {expert.pack(device)};
+          const std::vector<bf16> out = run_ffn(device, tokens.rows(), packed, bf16{});
           if (first.empty()) first = out;
           const std::string difference = cmx::test::first_difference(out, first, kHidden);
           CHECK_MESSAGE(difference.empty(), difference);
@@ -199,12 +199,8 @@ TEST_CASE("expert_ffn against the real-valued FFN in fp64: relative L2 < 2%, cos
   const MaskedTokens tokens(1, 1, 64, kHidden, {64}, random);
   cmx::test::run_on_tier(
       cmx::cpu::best_isa(cmx::cpu::KernelFamily::int8_matmul), 2, [&](Device& device) {
-        std::vector<gemm::ExpertWeights> packed;
-        packed.push_back(expert.pack(device));
-        const gemm::MaskedRows rows = tokens.rows();
-        std::vector<bf16> out(rows.num_slots() * kHidden);
-        gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
-        gemm::expert_ffn(device, {.x = rows, .experts = packed, .out = out, .workspace = workspace});
+        const gemm::ExpertWeights packed[] = {expert.pack(device)};
+        const std::vector<bf16> out = run_ffn(device, tokens.rows(), packed, bf16{});
         double error_squared = 0, reference_squared = 0, dot = 0, out_squared = 0;
         for (int t = 0; t < 64; ++t) {
           const auto exact = cmx::reference::expert_ffn_fp64(
