@@ -32,11 +32,12 @@ namespace detail {
 using TileProductFunction = void (*)(const Int8TileProduct&);
 
 /// Runs `candidate` and the scalar tier on a fixed random problem that takes every remainder
-/// path (37 rows, 3 panels, a depth of 208 that is no multiple of 64, a range that starts
-/// inside a 64-deep tile, both accumulate modes) and raises cmx::Error(state) naming the first
-/// differing element. Full-range codes, -128 and 127 included.
+/// path (37 rows, 3 panels, a depth of 240 that is no multiple of 64, ranges that start inside
+/// a 64-deep tile, one whose AMX tile runs past the panel, both accumulate modes) and raises
+/// cmx::Error(state) naming the first differing element. Full-range codes, -128 and 127
+/// included.
 inline void check_against_scalar(TileProductFunction candidate, const char* tier) {
-  constexpr int kRows = 37, kPanels = 3, kDepth = 208;
+  constexpr int kRows = 37, kPanels = 3, kDepth = 240;
   constexpr int kColumns = kPanels * panel::kColumns;
   std::mt19937 random(20240613);
   std::uniform_int_distribution<int> code(-128, 127);
@@ -56,7 +57,7 @@ inline void check_against_scalar(TileProductFunction candidate, const char* tier
   std::vector<std::int32_t> expected(kRows * kColumns), got(kRows * kColumns);  // [kRows][kColumns]
   for (const auto& [begin, end, mode] :
        {std::tuple{0, 112, Accumulate::overwrite}, std::tuple{112, kDepth, Accumulate::add},
-        std::tuple{16, 80, Accumulate::add}}) {
+        std::tuple{16, 80, Accumulate::add}, std::tuple{224, kDepth, Accumulate::add}}) {
     Int8TileProduct product{.a_rows = rows,
                             .panels = panels.data(),
                             .panel_bytes = panel::bytes(kDepth),

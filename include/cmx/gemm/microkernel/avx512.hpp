@@ -8,9 +8,10 @@
 //   2. For each group of kPanels panels, for each group of kRows rows: start the accumulators
 //      at -c[r] (or at acc - c[r] when adding), then for each quad q of the depth load the
 //      panels' 64-byte rows of quad q once and, for each row, broadcast its 4 codes and
-//      VPDPBUSD them into the row's accumulators; store.
-// The panel group is read from L1 by every row group of the chunk when the caller keeps the
-// depth range to a few hundred (cmx/gemm/tuning.hpp).
+//      VPDPBUSD them into the row's accumulators; store. While it runs, a block prefetches
+//      into L2 its share of the depth range the caller multiplies next (next_k_end), if any.
+// Every row group of the chunk streams the panel group again, from L2 (the hardware
+// prefetchers keep up; see cmx/gemm/tuning.hpp for the depths measured).
 //
 // Compiled with target attributes, so this header builds without -march flags; call it only
 // where cmx::cpu::runs(Isa::avx512, KernelFamily::int8_matmul).
@@ -131,7 +132,8 @@ CMX_TARGET_AVX512_VNNI __attribute__((always_inline)) inline void quad_step(
     std::memcpy(&a_quad, a[r] + q * panel::kQuadDepth, sizeof(a_quad));
     const __m512i a_broadcast = _mm512_set1_epi32(a_quad);
 #pragma GCC unroll 16
-    for (int p = 0; p < Panels; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b_quad[p], a_broadcast);
+    for (int p = 0; p < Panels; ++p)
+      acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b_quad[p], a_broadcast);
   }
 }
 
