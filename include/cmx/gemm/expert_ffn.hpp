@@ -5,8 +5,8 @@
 // intermediate stays in the block's local memory; only its INT8 codes leave it.
 //
 // Launch 1, over work items of up to R valid rows of one expert (R as large as the block's
-// local memory holds, see ffn_rows_per_item; as many blocks as run at once, taking the items
-// in turn):
+// local memory holds, see ffn_rows_per_item; as many blocks as run at once, each taking the
+// next item in order):
 //   1. Gather the rows: codes in place, per-token scales, slots (as cmx/gemm/tiling.hpp).
 //   2. Gate and up, kFfnPanelsPerStep panels of the intermediate I at a time: exact int32
 //      products of the rows with Wg and Wu (the device's tile products), dequantized as every
@@ -30,6 +30,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -168,9 +169,9 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
           " of I = ", intermediate);
   const int rows_per_item =
       detail::ffn_rows_per_item(Dev::kLocalMemoryBytes, intermediate, kColumns);
-  require(rows_per_item >= 1, ErrorCode::capacity, kWhat, ": one row's intermediate (I = ",
-          intermediate, ") does not fit the device's local memory of ", Dev::kLocalMemoryBytes,
-          " B");
+  require(rows_per_item >= 1, ErrorCode::capacity, kWhat,
+          ": one row's intermediate (I = ", intermediate,
+          ") does not fit the device's local memory of ", Dev::kLocalMemoryBytes, " B");
 
   const detail::MaskedSource source(args.x);
   const detail::WorkItems items(source, 1, rows_per_item, 1);  // whole rows: every column
@@ -209,13 +210,16 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
                             std::span<std::int8_t>(intermediate_codes + slot * width, width));
     }
   };
-  // Blocks take the items in turn (block b: items b, b + B, b + 2B, ...), so that the blocks
-  // running at once work on row tiles of one expert and stream its gate and up weights at about
-  // the same time: the trailing block then finds them in the shared cache.
+  // The blocks take the items in order from a shared counter: those running at once work on
+  // adjacent row tiles of one expert and stream its gate and up weights at about the same time
+  // (the trailing block then finds them in the shared cache), and a block slowed down (by
+  // another program on its core) takes fewer items. Blocks never wait for each other.
   const int num_items = items.count();
+  std::atomic<int> next_item{0};
   device.launch(std::max(1, std::min(device.max_blocks(), num_items)), [&](Block& block) {
     const std::size_t start = block.local.mark();
-    for (int index = block.index; index < num_items; index += block.count) {
+    for (int index = next_item.fetch_add(1, std::memory_order_relaxed); index < num_items;
+         index = next_item.fetch_add(1, std::memory_order_relaxed)) {
       block.local.rewind(start);
       gate_up_item(items.at(index), block.local);
     }
