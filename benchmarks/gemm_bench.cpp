@@ -45,16 +45,20 @@ double seconds_of(Body&& body) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+/// The two timed sections of an iteration.
+enum class Section { cmx, onednn };
+
 /// After oneDNN's section: OpenMP's threads spin a while before they sleep (unless
 /// OMP_WAIT_POLICY=passive, read when the program starts) and would take cores from the next
 /// section, so it waits for them; likewise, more briefly, for oneTBB's workers after cmx.
-void settle_after(bool onednn) {
+void settle_after(Section section) {
   static const bool passive = [] {
     const char* policy = std::getenv("OMP_WAIT_POLICY");
     return policy != nullptr &&
            (std::string(policy) == "passive" || std::string(policy) == "PASSIVE");
   }();
-  std::this_thread::sleep_for(std::chrono::milliseconds(onednn && !passive ? 20 : 2));
+  std::this_thread::sleep_for(
+      std::chrono::milliseconds(section == Section::onednn && !passive ? 20 : 2));
 }
 
 /// Runs Google Benchmark's loop: each iteration times cmx and oneDNN, in alternating order;
@@ -72,10 +76,10 @@ Medians measure(benchmark::State& state, Cmx&& cmx, OneDnn&& onednn) {
     for (int turn = 0; turn < 2; ++turn)
       if ((turn == 0) == cmx_first) {
         cmx_time = seconds_of(cmx);
-        settle_after(false);
+        settle_after(Section::cmx);
       } else {
         onednn_time = seconds_of(onednn);
-        settle_after(true);
+        settle_after(Section::onednn);
       }
     cmx_first = !cmx_first;
     state.SetIterationTime(cmx_time);
@@ -168,6 +172,10 @@ struct DenseProblem {
 };
 
 // ---- the expert-parallel rank: grouped masked GEMMs and the expert FFN ----------------------
+
+/// The expert projection a grouped benchmark multiplies by: gate and up together [2I, H] on
+/// the tokens, or down [H, I] on rows of the intermediate's size.
+enum class Projection { gate_up, down };
 
 /// One local expert as oneDNN runs it: gather its rows, multiply, scale, scatter.
 struct OneDnnExpert {
@@ -281,14 +289,14 @@ struct MoeProblem {
                     .a = rows, .weights = weights, .c = std::span(c).first(rows.num_slots() * n)});
   }
   /// The same with oneDNN, once per expert as a user calls it.
-  void onednn_grouped(const DispatchedRows& input, bool gate_up_weights) {
+  void onednn_grouped(const DispatchedRows& input, Projection projection) {
     const gemm::MaskedRows rows = input.rows();
     for (OneDnnExpert& expert : onednn) {
       if (expert.rows == 0) continue;
       gather(rows, expert);
-      OneDnnMatmul& matmul = gate_up_weights ? *expert.gate_up : *expert.down;
+      OneDnnMatmul& matmul = projection == Projection::gate_up ? *expert.gate_up : *expert.down;
       matmul.run(gathered.data(), onednn_c.data());
-      const int n = gate_up_weights ? 2 * shape.intermediate : shape.hidden;
+      const int n = projection == Projection::gate_up ? 2 * shape.intermediate : shape.hidden;
       scale_rows(onednn_c.data(), gathered_scales, n, expert.slots, onednn_out.data());
     }
   }
@@ -410,12 +418,13 @@ class GemmSuite final : public Suite {
             ->UseManualTime()
             ->Unit(benchmark::kMillisecond);
 
-    for (const bool gate_up : {true, false}) {
+    for (const Projection projection : {Projection::gate_up, Projection::down}) {
+      const bool gate_up = projection == Projection::gate_up;
       const int n = gate_up ? 2 * moe_.intermediate : moe_.hidden;
       const int k = gate_up ? moe_.hidden : moe_.intermediate;
       benchmark::RegisterBenchmark(
           "grouped_masked",
-          [this, gate_up](benchmark::State& state) { run_grouped(state, gate_up); })
+          [this, projection](benchmark::State& state) { run_grouped(state, projection); })
           ->ArgNames({"experts", "ranks", "tokens", "n", "k"})
           ->Args({moe_.local_experts, moe_.num_ranks, moe_.tokens_per_rank, n, k})
           ->UseManualTime()
@@ -469,7 +478,8 @@ class GemmSuite final : public Suite {
     }
   }
 
-  void run_grouped(benchmark::State& state, bool gate_up) {
+  void run_grouped(benchmark::State& state, Projection projection) {
+    const bool gate_up = projection == Projection::gate_up;
     try {
       session_.with_moe(moe_, [&](Device& device, MoeProblem& problem) {
         remember_expert_rows(problem);
@@ -477,14 +487,14 @@ class GemmSuite final : public Suite {
         const auto& weights = gate_up ? problem.gate_up : problem.down;
         problem.cmx_grouped(device, input, weights);
         if (have_onednn()) {
-          problem.onednn_grouped(input, gate_up);
+          problem.onednn_grouped(input, projection);
           require_close(problem.c, problem.onednn_out, problem.valid_slots(),
                         static_cast<std::size_t>(weights.front().n()), "grouped masked GEMM");
         }
         const Medians medians = measure(
             state, [&] { problem.cmx_grouped(device, input, weights); },
             [&] {
-              if (have_onednn()) problem.onednn_grouped(input, gate_up);
+              if (have_onednn()) problem.onednn_grouped(input, projection);
             });
         const double operations = 2.0 * static_cast<double>(problem.total_rows()) *
                                   weights.front().n() * static_cast<double>(weights.front().k());
