@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<cmx::bench::Suite>> suites;
   suites.push_back(cmx::bench::make_ep_suite());
   suites.push_back(cmx::bench::make_mla_suite());
+  suites.push_back(cmx::bench::make_gemm_suite());
   cmx::bench::add_common_context();
   for (const auto& suite : suites) suite->register_benchmarks();
 

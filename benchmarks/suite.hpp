@@ -36,4 +36,8 @@ std::unique_ptr<Suite> make_ep_suite();
 /// The MLA suite: MLA decode on FlashMLA's grid, scaled to this machine.
 std::unique_ptr<Suite> make_mla_suite();
 
+/// The GEMM suite: dense, grouped masked and expert FFN INT8 GEMMs beside oneDNN, at
+/// DeepSeek-V3 shapes, with this machine's int8 peak.
+std::unique_ptr<Suite> make_gemm_suite();
+
 }  // namespace cmx::bench

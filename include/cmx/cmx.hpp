@@ -11,3 +11,4 @@
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
 #include "cmx/ep/ep.hpp"
+#include "cmx/gemm/gemm.hpp"

@@ -96,6 +96,59 @@ TEST_CASE("quantize_row_int8 edge cases, as documented") {
   }
 }
 
+namespace {
+
+// The float overload: quantizes with both paths; REQUIREs identical codes and scale bits.
+float check_quantize_float(const std::vector<float>& row) {
+  std::vector<std::int8_t> fast(row.size()), slow(row.size());
+  const float fast_scale = cmx::quantize_row_int8(std::span<const float>(row), fast);
+  const float slow_scale = cmx::reference::quantize_row_int8(std::span<const float>(row), slow);
+  REQUIRE(std::bit_cast<std::uint32_t>(fast_scale) == std::bit_cast<std::uint32_t>(slow_scale));
+  for (std::size_t i = 0; i < row.size(); ++i)
+    REQUIRE_MESSAGE(fast[i] == slow[i], "element ", i, " of ", row.size(), ": value ", row[i],
+                    " fast ", int{fast[i]}, " reference ", int{slow[i]});
+  for (const std::int8_t code : fast) REQUIRE(code != -128);
+  return fast_scale;
+}
+
+}  // namespace
+
+TEST_CASE("quantize_row_int8 of float rows matches its reference, edge cases included") {
+  std::mt19937 random(17);
+  for (const std::size_t size : {1u, 15u, 16u, 100u, 2048u})
+    for (const float spread : {1e-37f, 1e-3f, 1.0f, 1e3f, 1e37f})
+      for (int trial = 0; trial < 4; ++trial) {
+        std::normal_distribution<float> normal(0.0f, spread);
+        std::vector<float> row(size);
+        for (float& value : row) value = normal(random);
+        check_quantize_float(row);
+      }
+  // Zero, subnormal and below-2^-121 rows are flushed; 2^-121 itself is not.
+  CHECK(check_quantize_float(std::vector<float>(8, 0.0f)) == 0.0f);
+  CHECK(check_quantize_float(std::vector<float>(8, 1e-45f)) == 0.0f);
+  CHECK(check_quantize_float({std::ldexp(1.0f, -121) * 0.999f, 0.0f}) == 0.0f);
+  CHECK(check_quantize_float({std::ldexp(1.0f, -121), -std::ldexp(1.0f, -122)}) ==
+        std::ldexp(1.0f, -121) / 127.0f);
+  // Inf or NaN anywhere poisons the row: scale NaN, codes 0.
+  for (const float bad :
+       {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+        std::numeric_limits<float>::quiet_NaN()}) {
+    std::vector<float> row(48, 2.0f);
+    row[7] = bad;
+    std::vector<std::int8_t> codes(row.size(), 9);
+    CHECK(std::isnan(cmx::quantize_row_int8(std::span<const float>(row), codes)));
+    for (const std::int8_t code : codes) CHECK(code == 0);
+    check_quantize_float(row);
+  }
+  // The largest finite float does not overflow; halfway codes round to even.
+  check_quantize_float({std::numeric_limits<float>::max(), -std::numeric_limits<float>::max()});
+  std::vector<std::int8_t> codes(4);
+  CHECK(cmx::quantize_row_int8(
+            std::span<const float>(std::vector<float>{127.0f, 2.5f, -0.5f, 126.5f}), codes) ==
+        1.0f);
+  CHECK(codes == std::vector<std::int8_t>{127, 2, 0, 126});
+}
+
 TEST_CASE("accumulate_weighted_row is one fma per element, round_row_to_bf16 rounds once") {
   std::mt19937 random(3);
   const std::vector<bf16> row = random_row(1000, 2.0f, random);

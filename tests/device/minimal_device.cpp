@@ -1,16 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 // A device with only the members the concept requires, and one that copies every staged tile:
 // the kernels run on it unchanged, so they ask for nothing more than the trait and never rely
-// on zero-copy staging or on block order.
+// on zero-copy staging or on block order. The same device with only the int8 matrix members
+// added (the portable scalar tile product) runs the GEMM kernels unchanged.
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "../attention/mla_harness.hpp"
 #include "../ep/ep_harness.hpp"
+#include "../gemm/gemm_harness.hpp"
 #include "cmx/device/device.hpp"
+#include "cmx/device/int8_matmul.hpp"
+#include "cmx/gemm/gemm.hpp"
+#include "cmx/gemm/microkernel/scalar.hpp"
+#include "cmx/gemm/panel_layout.hpp"
 
 namespace {
 
@@ -103,12 +110,31 @@ class MinimalDevice {
 };
 
 static_assert(cmx::Device<MinimalDevice>);
-static_assert(!cmx::PrefetchingDevice<MinimalDevice>, "it shows the kernels need no optional member");
+static_assert(!cmx::PrefetchingDevice<MinimalDevice>,
+              "it shows the kernels need no optional member");
 
 struct NotADevice {
   int rank() const { return 0; }
 };
 static_assert(!cmx::Device<NotADevice>);
+
+// MinimalDevice plus only the members cmx::Int8MatmulDevice requires, on the portable scalar
+// tile product and the CPU panel layout.
+class MinimalMatmulDevice : public MinimalDevice {
+ public:
+  static constexpr int kInt8PanelColumns = cmx::gemm::panel::kColumns;
+  std::size_t int8_panel_bytes(int k) const { return cmx::gemm::panel::bytes(k); }
+  std::string_view int8_panel_format() const { return cmx::gemm::panel::kFormat; }
+  void pack_int8_panel(std::span<const std::int8_t> rows, int k, std::span<std::byte> panel) {
+    cmx::gemm::panel::pack(rows, k, panel);
+  }
+  void int8_tile_product(const cmx::Int8TileProduct& product) {
+    cmx::gemm::microkernel::scalar::tile_product(product);
+  }
+};
+
+static_assert(cmx::Int8MatmulDevice<MinimalMatmulDevice>);
+static_assert(!cmx::Int8MatmulDevice<MinimalDevice>);
 
 }  // namespace
 
@@ -172,4 +198,87 @@ TEST_CASE("MLA decode and the cache write run on a device with only the required
     CHECK_THROWS_WITH_AS(attention::mla_decode(device, plan, problem.args()),
                          doctest::Contains("local memory"), cmx::Error);
   });
+}
+
+TEST_CASE(
+    "the GEMM kernels run on a device with only the required matrix members, bitwise as on TBB") {
+  namespace gemm = cmx::gemm;
+  using cmx::bf16;
+  std::mt19937 random(91);
+  constexpr int kM = 45, kHidden = 160, kIntermediate = 112;
+  const auto a = cmx::test::random_codes(kM * kHidden, cmx::test::Codes::uniform, random);
+  const auto a_scales = cmx::test::random_scales(kM, 1e-3f, 1e-1f, random);
+  const auto gate =
+      cmx::test::random_weights(kIntermediate, kHidden, cmx::test::Codes::uniform, random);
+  const auto up =
+      cmx::test::random_weights(kIntermediate, kHidden, cmx::test::Codes::uniform, random);
+  const auto down =
+      cmx::test::random_weights(kHidden, kIntermediate, cmx::test::Codes::uniform, random);
+  const std::vector<std::int32_t> counts = {20, 0, 25};  // 1 group, 3 segments of capacity 25 ...
+  const std::vector<std::int8_t> slots_codes = [&] {     // ... over rows of `a` (and 30 more)
+    std::vector<std::int8_t> codes(75 * kHidden);
+    std::copy(a.begin(), a.end(), codes.begin());
+    return codes;
+  }();
+  const std::vector<float> slots_scales = [&] {
+    std::vector<float> scales(75, 1.0f);
+    std::copy(a_scales.begin(), a_scales.end(), scales.begin());
+    return scales;
+  }();
+  const gemm::MaskedRows rows{.num_groups = 1,
+                              .num_segments = 3,
+                              .capacity = 25,
+                              .k = kHidden,
+                              .counts = counts,
+                              .codes = reinterpret_cast<const std::byte*>(slots_codes.data()),
+                              .row_stride = kHidden,
+                              .scales = reinterpret_cast<const std::byte*>(slots_scales.data()),
+                              .scale_stride = sizeof(float)};
+
+  // Every kernel on a device, its outputs in order: dense (bf16), masked (float), FFN (bf16).
+  struct Outputs {
+    std::vector<bf16> dense, ffn;
+    std::vector<float> masked;
+  };
+  const auto run_all = [&](auto& device) {
+    Outputs out{std::vector<bf16>(kM * kIntermediate), std::vector<bf16>(75 * kHidden),
+                std::vector<float>(75 * kIntermediate)};
+    const gemm::PackedWeights gate_packed = gemm::pack_weights(
+        device, {.codes = gate.codes, .scales = gate.scales, .n = kIntermediate, .k = kHidden});
+    gemm::gemm(device,
+               gemm::GemmArgs<bf16>{
+                   .a = a, .a_scales = a_scales, .b = gate_packed, .c = out.dense, .m = kM});
+    gemm::grouped_gemm_masked(
+        device, gemm::MaskedGemmArgs<float>{
+                    .a = rows, .weights = std::span(&gate_packed, 1), .c = out.masked});
+    std::vector<gemm::ExpertWeights> experts;
+    experts.push_back(
+        {gemm::pack_weights(
+             device,
+             {.codes = gate.codes, .scales = gate.scales, .n = kIntermediate, .k = kHidden}),
+         gemm::pack_weights(
+             device, {.codes = up.codes, .scales = up.scales, .n = kIntermediate, .k = kHidden}),
+         gemm::pack_weights(
+             device,
+             {.codes = down.codes, .scales = down.scales, .n = kHidden, .k = kIntermediate})});
+    gemm::ExpertFfnWorkspace workspace(rows.num_slots(), kIntermediate);
+    gemm::expert_ffn(device,
+                     {.x = rows, .experts = experts, .out = out.ffn, .workspace = workspace});
+    return out;
+  };
+  MinimalMatmulDevice minimal;
+  const Outputs got = run_all(minimal);
+  Outputs expected;
+  cmx::test::run_on_tier(cmx::cpu::best_isa(cmx::cpu::KernelFamily::int8_matmul), 2,
+                         [&](cmx::test::Device& device) { expected = run_all(device); });
+  CHECK_MESSAGE(cmx::test::first_difference(got.dense, expected.dense, kIntermediate).empty(),
+                "dense");
+  CHECK_MESSAGE(cmx::test::first_difference(got.masked, expected.masked, kIntermediate).empty(),
+                "masked");
+  CHECK_MESSAGE(cmx::test::first_difference(got.ffn, expected.ffn, kHidden).empty(), "ffn");
+  // And the dense output is the reference's.
+  const auto reference = cmx::reference::to_bf16(cmx::reference::dequantize(
+      cmx::reference::matmul_int8(a, gate.codes, kM, kIntermediate, kHidden), a_scales,
+      gate.scales));
+  CHECK(cmx::test::first_difference(got.dense, reference, kIntermediate).empty());
 }

@@ -61,6 +61,34 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
   return amax / static_cast<float>(kInt8Max);
 }
 
+/// Quantizes one float row to INT8, by the same definition as the bf16 overload above with
+/// the row's values read as binary32 (amax = max |row[i]|, exact; the same flush threshold
+/// 2^-121, the same poisoning by Inf or NaN, the same rounding): the re-quantization of an
+/// intermediate computed in float (the expert FFN's SwiGLU output). Returns the scale.
+///
+/// Requires out.size() == row.size().
+inline float quantize_row_int8(std::span<const float> row, std::span<std::int8_t> out) noexcept {
+  // As above, on the binary32 bits: the magnitude order of finite floats is the integer order
+  // of their bits without the sign, and Inf and NaN are above every finite value.
+  std::uint32_t amax_bits = 0;
+  for (std::size_t i = 0; i < row.size(); ++i)
+    amax_bits =
+        std::max<std::uint32_t>(amax_bits, std::bit_cast<std::uint32_t>(row[i]) & 0x7fffffffu);
+
+  constexpr std::uint32_t kInfBits = 0x7f800000u;             // exponent all ones: Inf or NaN
+  constexpr std::uint32_t kSmallestScaledBits = 0x03000000u;  // 2^-121, as for bf16
+  if (amax_bits >= kInfBits || amax_bits < kSmallestScaledBits) {
+    for (std::int8_t& code : out) code = 0;
+    return amax_bits >= kInfBits ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+  }
+  const float amax = std::bit_cast<float>(amax_bits);
+  const float inverse_scale = static_cast<float>(kInt8Max) / amax;
+  // NOTES: no clamp, for the reason given in the bf16 overload.
+  for (std::size_t i = 0; i < row.size(); ++i)
+    out[i] = static_cast<std::int8_t>(static_cast<int>(std::nearbyint(row[i] * inverse_scale)));
+  return amax / static_cast<float>(kInt8Max);
+}
+
 /// acc[i] = fma(weight, row[i], acc[i]) for every i: one fused multiply-add per element, one
 /// rounding, in binary32. Requires acc.size() == row.size().
 ///

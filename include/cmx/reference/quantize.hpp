@@ -36,12 +36,21 @@ inline bf16 round_to_bf16(float value) {
   return (lower_bits & 1u) == 0 ? bf16{lower_bits} : bf16{upper_bits};
 }
 
-/// Per-token INT8 quantization as documented at cmx::quantize_row_int8. Returns the scale.
-inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) {
+namespace detail {
+inline float value_of(bf16 value) {
+  return value.to_float();
+}
+inline float value_of(float value) {
+  return value;
+}
+
+/// The quantization both overloads below define, on values read as floats.
+template <class T>
+float quantize_row(std::span<const T> row, std::span<std::int8_t> out) {
   float amax = 0.0f;
   bool finite = true;
-  for (const bf16 value : row) {
-    const float v = value.to_float();
+  for (const T value : row) {
+    const float v = value_of(value);
     finite = finite && std::isfinite(v);
     amax = std::max(amax, std::fabs(v));
   }
@@ -51,10 +60,22 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
   }
   const float inverse_scale = 127.0f / amax;
   for (std::size_t i = 0; i < row.size(); ++i) {
-    const float code = std::nearbyint(row[i].to_float() * inverse_scale);
+    const float code = std::nearbyint(value_of(row[i]) * inverse_scale);
     out[i] = static_cast<std::int8_t>(std::clamp(code, -127.0f, 127.0f));
   }
   return amax / 127.0f;
+}
+}  // namespace detail
+
+/// Per-token INT8 quantization as documented at cmx::quantize_row_int8. Returns the scale.
+inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) {
+  return detail::quantize_row(row, out);
+}
+
+/// Per-token INT8 quantization of a float row, as documented at the float overload of
+/// cmx::quantize_row_int8. Returns the scale.
+inline float quantize_row_int8(std::span<const float> row, std::span<std::int8_t> out) {
+  return detail::quantize_row(row, out);
 }
 
 }  // namespace cmx::reference

@@ -19,6 +19,7 @@
 #include "cmx/core/local_arena.hpp"
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
+#include "cmx/device/int8_matmul.hpp"
 
 namespace cmx::mpi_backend {
 
@@ -99,6 +100,14 @@ class Device : public tbb_backend::detail::CpuDevice {
     return copy;
   }
 
+  /// A copy of this device whose int8 tile products run tier `isa`. Throws
+  /// cmx::Error(invalid_argument) if this CPU cannot run it.
+  Device with_int8_isa(cpu::Isa isa) const {
+    Device copy = *this;
+    copy.use_int8_isa(isa);
+    return copy;
+  }
+
  private:
   // `rank`'s part if this process maps it, else null.
   static std::byte* part(const Symmetric& sym, int rank) noexcept {
@@ -118,5 +127,6 @@ static_assert(cmx::Device<Device>, "the MPI backend must satisfy the device conc
 static_assert(cmx::PrefetchingDevice<Device>, "the MPI backend prefetches what blocks stage next");
 static_assert(cmx::Bf16AttentionDevice<Device>,
               "the MPI backend supplies the bf16 attention tiles");
+static_assert(cmx::Int8MatmulDevice<Device>, "the MPI backend runs the INT8 GEMM kernels");
 
 }  // namespace cmx::mpi_backend

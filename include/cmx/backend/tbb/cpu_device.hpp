@@ -14,6 +14,7 @@
 #include <cstring>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "cmx/attention/microkernel/cpu.hpp"
 #include "cmx/backend/tbb/row_ops.hpp"
@@ -25,6 +26,8 @@
 #include "cmx/core/quantize.hpp"
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
+#include "cmx/device/int8_matmul.hpp"
+#include "cmx/gemm/cpu_int8_matmul.hpp"
 
 namespace cmx::tbb_backend::detail {
 
@@ -108,10 +111,27 @@ class CpuDevice {
   void bf16_exp_scores(const Bf16ExpTile& tile) const { bf16_.exp_scores(tile); }
   void bf16_accumulate_values(const Bf16ValuesTile& tile) const { bf16_.accumulate_values(tile); }
 
+  // The int8 tile product (cmx::Int8MatmulDevice): the CPU micro-kernels of
+  // cmx/gemm/cpu_int8_matmul.hpp, at the process's tier unless use_int8_isa says.
+
+  static constexpr int kInt8PanelColumns = gemm::CpuInt8Matmul::kPanelColumns;
+  /// The tier this device's int8 tile products run.
+  cpu::Isa int8_isa() const { return int8_.isa(); }
+  std::size_t int8_panel_bytes(int k) const noexcept { return int8_.panel_bytes(k); }
+  std::string_view int8_panel_format() const noexcept { return int8_.panel_format(); }
+  void pack_int8_panel(std::span<const std::int8_t> rows, int k, std::span<std::byte> panel) {
+    int8_.pack_panel(rows, k, panel);
+  }
+  void int8_tile_product(const Int8TileProduct& product) { int8_.tile_product(product); }
+
  protected:
   /// From now on, this device's bf16 attention tiles run tier `isa`. Throws
   /// cmx::Error(invalid_argument) if this CPU cannot run it.
   void use_bf16_isa(cpu::Isa isa) { bf16_ = attention::CpuBf16Microkernels(isa); }
+  /// From now on, this device's int8 tile products run tier `isa`. Throws
+  /// cmx::Error(invalid_argument) if this CPU cannot run it, cmx::Error(state) if its
+  /// self-check fails.
+  void use_int8_isa(cpu::Isa isa) { int8_ = gemm::CpuInt8Matmul(isa); }
 
   /// The peer write into memory this process maps: streaming stores for a put of
   /// kStreamingPutBytes or more (published by their SFENCE, see copy_streaming), else memcpy.
@@ -187,6 +207,7 @@ class CpuDevice {
   }
 
   attention::CpuBf16Microkernels bf16_;
+  gemm::CpuInt8Matmul int8_;
 };
 
 }  // namespace cmx::tbb_backend::detail

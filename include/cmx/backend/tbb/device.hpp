@@ -18,6 +18,7 @@
 #include "cmx/core/error.hpp"
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
+#include "cmx/device/int8_matmul.hpp"
 
 namespace cmx::tbb_backend {
 
@@ -85,6 +86,14 @@ class Device : public detail::CpuDevice {
     return copy;
   }
 
+  /// A copy of this device whose int8 tile products run tier `isa` (tests and benchmarks run
+  /// every tier this CPU has). Throws cmx::Error(invalid_argument) if this CPU cannot run it.
+  Device with_int8_isa(cpu::Isa isa) const {
+    Device copy = *this;
+    copy.use_int8_isa(isa);
+    return copy;
+  }
+
  private:
   static std::byte* part(const Symmetric& sym, int rank) noexcept {
     return sym.allocation->parts[static_cast<std::size_t>(rank)];
@@ -108,5 +117,6 @@ static_assert(cmx::Device<Device>, "the TBB backend must satisfy the device conc
 static_assert(cmx::PrefetchingDevice<Device>, "the TBB backend prefetches what blocks stage next");
 static_assert(cmx::Bf16AttentionDevice<Device>,
               "the TBB backend supplies the bf16 attention tiles");
+static_assert(cmx::Int8MatmulDevice<Device>, "the TBB backend runs the INT8 GEMM kernels");
 
 }  // namespace cmx::tbb_backend

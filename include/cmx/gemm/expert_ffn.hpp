@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::gemm::expert_ffn: the INT8 expert FFN of an MoE layer, y = (silu(x Wg^T) * (x Wu^T)) Wd^T,
+// over the masked rows FusedDispatch delivered, output in dispatch's layout for FusedCombine.
+// Gate, up, SwiGLU and the re-quantization are fused per row tile, so the full-precision
+// intermediate stays in the block's local memory; only its INT8 codes leave it.
+//
+// Launch 1, over work items of up to R valid rows of one expert (R as large as the block's
+// local memory holds, see ffn_rows_per_item; as many blocks as run at once, each taking the
+// next item in order):
+//   1. Gather the rows: codes in place, per-token scales, slots (as cmx/gemm/tiling.hpp).
+//   2. Gate and up, kFfnPanelsPerStep panels of the intermediate I at a time: exact int32
+//      products of the rows with Wg and Wu (the device's tile products), dequantized as every
+//      GEMM output (cmx/gemm/epilogue.hpp) to g and u in binary32, then h = silu_mul(g, u)
+//      (cmx/gemm/swiglu.hpp) into h [R][I] float, in local memory.
+//   3. Re-quantize each row of h with its own scale, cmx::quantize_row_int8 (float overload:
+//      amax / 127, round to nearest even), into the workspace: the row's slot of
+//      [num_slots][I] int8 codes and [num_slots] scales.
+// Launch 2:
+//   4. Down: the masked grouped GEMM (cmx/gemm/tiling.hpp) of the workspace's codes with Wd,
+//      every row dequantized with its new scale and Wd's channel scales, rounded once to bf16
+//      into its output slot.
+//
+// NOTES: why two launches. A row tile's h must be whole before its per-token scale is known,
+// so R is bounded by local memory (16 rows at I = 2048 in 192 KiB), and every tile reads its
+// expert's weights once more. Running the down projection as its own grouped GEMM lets its
+// items take up to kRowsPerItem rows, so Wd is read once per 120 rows instead of once per R;
+// the intermediate crosses memory as INT8 only (what the down GEMM reads anyway).
+// Each output row is computed by one block in a fixed order: the output is bitwise the same
+// whatever the block count, and (the int32 sums being exact) whatever the tier.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/error.hpp"
+#include "cmx/core/quantize.hpp"
+#include "cmx/device/int8_matmul.hpp"
+#include "cmx/gemm/epilogue.hpp"
+#include "cmx/gemm/grouped.hpp"
+#include "cmx/gemm/masked_rows.hpp"
+#include "cmx/gemm/packed_weights.hpp"
+#include "cmx/gemm/swiglu.hpp"
+#include "cmx/gemm/tiling.hpp"
+#include "cmx/gemm/tuning.hpp"
+
+namespace cmx::gemm {
+
+/// One expert's packed weights: gate and up [I, H], down [H, I] (output channels first, as
+/// every cmx GEMM takes them).
+struct ExpertWeights {
+  PackedWeights gate;
+  PackedWeights up;
+  PackedWeights down;
+};
+
+/// Where expert_ffn keeps the INT8 intermediate between its two launches: a code row and a
+/// scale per row slot of the input ([num_slots][I] int8, [num_slots] float). Made once, at
+/// start-up, for the largest layout and I; reused by every call.
+class ExpertFfnWorkspace {
+ public:
+  /// For inputs of up to `num_slots` row slots (MaskedRows::num_slots()) and intermediate size
+  /// `intermediate`.
+  ExpertFfnWorkspace(std::size_t num_slots, int intermediate)
+      : num_slots_(num_slots),
+        intermediate_(intermediate),
+        codes_(num_slots * static_cast<std::size_t>(std::max(intermediate, 0))),
+        scales_(num_slots) {}
+
+  std::size_t num_slots() const noexcept { return num_slots_; }
+  int intermediate() const noexcept { return intermediate_; }
+  std::int8_t* codes() noexcept { return codes_.data(); }  ///< [num_slots][intermediate]
+  float* scales() noexcept { return scales_.data(); }      ///< [num_slots]
+
+ private:
+  std::size_t num_slots_;
+  int intermediate_;
+  std::vector<std::int8_t> codes_;
+  std::vector<float> scales_;
+};
+
+/// The operands of expert_ffn.
+struct ExpertFfnArgs {
+  const MaskedRows& x;                     ///< the tokens, k = H: dispatch's rows in place
+  std::span<const ExpertWeights> experts;  ///< [x.num_groups]
+  /// [num_groups][num_segments][capacity][H] bf16 output, the layout of CombineArgs::expert_out;
+  /// rows of slots without a valid row are not written.
+  std::span<bf16> out;
+  ExpertFfnWorkspace& workspace;  ///< at least x.num_slots() slots of the experts' I
+};
+
+namespace detail {
+
+/// Rows per work item of the fused gate/up/SwiGLU/quantize launch with intermediate size
+/// `intermediate`, for a device with `local_bytes` of local memory per block: as many as hold
+/// h (float) and the gate and up accumulators, up to tuning::kRowsPerItem; 0 if not one row.
+inline int ffn_rows_per_item(std::size_t local_bytes, int intermediate, int panel_columns) {
+  const std::size_t columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * panel_columns;
+  const std::size_t per_row = static_cast<std::size_t>(intermediate) * sizeof(float) +
+                              2 * columns * sizeof(std::int32_t) + sizeof(RowRef) + sizeof(void*);
+  const std::size_t fixed = 6 * kTileAlignment;  // each tile rounded up to 32 B
+  if (local_bytes <= fixed) return 0;
+  return static_cast<int>(
+      std::min<std::size_t>(tuning::kRowsPerItem, (local_bytes - fixed) / per_row));
+}
+
+/// h[c] = silu_mul(g, u) of one row's gate and up sums: g = dequantize(acc_gate[c], row_scale,
+/// gate_scales[c]), u likewise (step 2).
+inline void swiglu_row(std::span<const std::int32_t> acc_gate, std::span<const std::int32_t> acc_up,
+                       float row_scale, std::span<const float> gate_scales,
+                       std::span<const float> up_scales, std::span<float> h) noexcept {
+  for (std::size_t c = 0; c < h.size(); ++c)
+    h[c] = silu_mul(dequantize(acc_gate[c], row_scale, gate_scales[c]),
+                    dequantize(acc_up[c], row_scale, up_scales[c]));
+}
+
+/// Throws cmx::Error(invalid_argument) unless the experts' weights fit each other and x.
+template <Int8MatmulDevice Dev>
+void check_expert_weights(const Dev& device, std::span<const ExpertWeights> experts, int hidden) {
+  if (experts.empty()) return;
+  require_packed_for(device, experts.front().gate, hidden, -1, "expert_ffn (gate)");
+  const int intermediate = experts.front().gate.n();
+  for (const ExpertWeights& expert : experts) {
+    require_packed_for(device, expert.gate, hidden, intermediate, "expert_ffn (gate)");
+    require_packed_for(device, expert.up, hidden, intermediate, "expert_ffn (up)");
+    require_packed_for(device, expert.down, intermediate, hidden, "expert_ffn (down)");
+  }
+}
+
+}  // namespace detail
+
+/// The INT8 expert FFN (see the file comment for the exact sequence): for every valid row
+/// (e, s, slot) of x,
+///
+///   out[slot_index(e, s, slot)] = bf16( dequantize( q(h) x Wd_e^T ) ),
+///   h = silu_mul( dequantize(x Wg_e^T), dequantize(x Wu_e^T) ),  q = per-row INT8 quantization
+///
+/// Reads x in place; writes only the output rows of valid rows (and the workspace).
+///
+/// Errors (cmx::Error, raised before anything is written): invalid_argument for weights not
+/// packed for this device or not of shapes gate/up [I, H], down [H, I] with H = x.k, a bad
+/// masked layout, an output of the wrong size, a workspace too small; capacity if one row's
+/// intermediate does not fit the device's local memory (I above ~D::kLocalMemoryBytes / 4 B).
+template <Int8MatmulDevice Dev>
+void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
+  using cmx::detail::require;
+  constexpr int kColumns = Dev::kInt8PanelColumns;
+  constexpr const char* kWhat = "expert_ffn";
+  detail::check_masked_rows(args.x, kWhat);
+  require(args.experts.size() == static_cast<std::size_t>(args.x.num_groups),
+          ErrorCode::invalid_argument, kWhat, ": ", args.experts.size(), " experts' weights for ",
+          args.x.num_groups, " groups of rows");
+  detail::check_expert_weights(device, args.experts, args.x.k);
+  const int hidden = args.x.k;
+  require(args.out.size() == args.x.num_slots() * static_cast<std::size_t>(hidden),
+          ErrorCode::invalid_argument, kWhat, ": out has ", args.out.size(),
+          " elements, expected groups * segments * capacity * H = ", args.x.num_slots(), " * ",
+          hidden);
+  if (args.experts.empty()) return;
+  const int intermediate = args.experts.front().gate.n();
+  require(args.workspace.num_slots() >= args.x.num_slots() &&
+              args.workspace.intermediate() == intermediate,
+          ErrorCode::invalid_argument, kWhat, ": the workspace holds ", args.workspace.num_slots(),
+          " slots of I = ", args.workspace.intermediate(), ", the call needs ", args.x.num_slots(),
+          " of I = ", intermediate);
+  const int rows_per_item =
+      detail::ffn_rows_per_item(Dev::kLocalMemoryBytes, intermediate, kColumns);
+  require(rows_per_item >= 1, ErrorCode::capacity, kWhat,
+          ": one row's intermediate (I = ", intermediate,
+          ") does not fit the device's local memory of ", Dev::kLocalMemoryBytes, " B");
+
+  const detail::MaskedSource source(args.x);
+  const detail::WorkItems items(source, 1, rows_per_item, 1);  // whole rows: every column
+  const std::size_t width = static_cast<std::size_t>(intermediate);
+  std::int8_t* const intermediate_codes = args.workspace.codes();  // [num_slots][I]
+  float* const intermediate_scales = args.workspace.scales();      // [num_slots]
+
+  // Launch 1: steps 1-3 of one work item, in the block's local memory.
+  const auto gate_up_item = [&](const detail::WorkItem& item, LocalArena& local) {
+    const ExpertWeights& expert = args.experts[static_cast<std::size_t>(item.group)];
+    const std::size_t num_rows = static_cast<std::size_t>(item.num_rows);
+    // 1. Gather.
+    const detail::GatheredRows rows = detail::gather(source, item, local);
+    const std::span<float> h = local.take<float>(num_rows * width);  // [R][I]
+    const std::size_t step_columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * kColumns;
+    const std::span<std::int32_t> acc_gate = local.take<std::int32_t>(num_rows * step_columns);
+    const std::span<std::int32_t> acc_up = local.take<std::int32_t>(num_rows * step_columns);
+    // 2. Gate and up, a step of panels at a time, into h.
+    for (int panel = 0; panel < expert.gate.num_panels(); panel += tuning::kFfnPanelsPerStep) {
+      const int panels = std::min(tuning::kFfnPanelsPerStep, expert.gate.num_panels() - panel);
+      const std::size_t columns = static_cast<std::size_t>(panels) * kColumns;
+      const std::size_t first = static_cast<std::size_t>(panel) * kColumns;
+      detail::multiply(device, rows.codes, expert.gate, panel, panels, acc_gate.data(), columns);
+      detail::multiply(device, rows.codes, expert.up, panel, panels, acc_up.data(), columns);
+      for (std::size_t r = 0; r < num_rows; ++r)
+        detail::swiglu_row(
+            acc_gate.subspan(r * columns, columns), acc_up.subspan(r * columns, columns),
+            rows.refs[r].scale, expert.gate.scales().subspan(first, columns),
+            expert.up.scales().subspan(first, columns), h.subspan(r * width + first, columns));
+    }
+    // 3. Re-quantize each row into its slot of the workspace.
+    for (std::size_t r = 0; r < num_rows; ++r) {
+      const std::size_t slot = rows.refs[r].out_row;
+      intermediate_scales[slot] =
+          quantize_row_int8(std::span<const float>(h.subspan(r * width, width)),
+                            std::span<std::int8_t>(intermediate_codes + slot * width, width));
+    }
+  };
+  // The blocks take the items in order from a shared counter: those running at once work on
+  // adjacent row tiles of one expert and stream its gate and up weights at about the same time
+  // (the trailing block then finds them in the shared cache), and a block slowed down (by
+  // another program on its core) takes fewer items. Blocks never wait for each other.
+  const int num_items = items.count();
+  std::atomic<int> next_item{0};
+  device.launch(std::max(1, std::min(device.max_blocks(), num_items)), [&](Block& block) {
+    const std::size_t start = block.local.mark();
+    for (int index = next_item.fetch_add(1, std::memory_order_relaxed); index < num_items;
+         index = next_item.fetch_add(1, std::memory_order_relaxed)) {
+      block.local.rewind(start);
+      gate_up_item(items.at(index), block.local);
+    }
+  });
+
+  // Launch 2, step 4: the down projection of the INT8 intermediate, as a masked grouped GEMM.
+  const MaskedRows intermediate_rows{
+      .num_groups = args.x.num_groups,
+      .num_segments = args.x.num_segments,
+      .capacity = args.x.capacity,
+      .k = intermediate,
+      .counts = args.x.counts,
+      .codes = reinterpret_cast<const std::byte*>(intermediate_codes),
+      .row_stride = width,
+      .scales = reinterpret_cast<const std::byte*>(intermediate_scales),
+      .scale_stride = sizeof(float)};
+  detail::run_grouped_product(
+      device, detail::MaskedSource(intermediate_rows),
+      [&](int group) -> const PackedWeights& {
+        return args.experts[static_cast<std::size_t>(group)].down;
+      },
+      hidden, args.out);
+}
+
+}  // namespace cmx::gemm
