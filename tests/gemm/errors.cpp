@@ -174,8 +174,8 @@ TEST_CASE(
     const auto bad = cmx::ErrorCode::invalid_argument;
     require_error([&] { run(32, 64, 48); }, bad, "expert_ffn (down)");
     require_error([&] { run(32, 48, 32); }, bad, "expert_ffn (down)");
-    // 4 bytes per row and intermediate channel: 50000 channels need 200 KB > 192 KiB.
-    require_error([&] { run(50000, 64, 50000); }, cmx::ErrorCode::capacity, "local memory");
+    // 2 bytes per row and intermediate channel (h in bf16): 100000 channels need 200 KB > 192 KiB.
+    require_error([&] { run(100000, 64, 100000); }, cmx::ErrorCode::capacity, "local memory");
     // A workspace for fewer slots or another intermediate size.
     std::vector<gemm::ExpertWeights> experts;
     experts.push_back({pack(32, 64), pack(32, 64), pack(64, 32)});

@@ -11,22 +11,24 @@
 //   2. Gate and up, kFfnPanelsPerStep panels of the intermediate I at a time: exact int32
 //      products of the rows with Wg and Wu (the device's tile products), dequantized as every
 //      GEMM output (cmx/gemm/epilogue.hpp) to g and u in binary32, then h = silu_mul(g, u)
-//      (cmx/gemm/swiglu.hpp) into h [R][I] float, in local memory.
-//   3. Re-quantize each row of h with its own scale, cmx::quantize_row_int8 (float overload:
-//      amax / 127, round to nearest even), into the workspace: the row's slot of
-//      [num_slots][I] int8 codes and [num_slots] scales.
+//      (cmx/gemm/swiglu.hpp) rounded once to bf16 (ties to even) into h [R][I], in local memory.
+//   3. Re-quantize each row of h with its own scale, cmx::quantize_row_int8 (as dispatch
+//      quantizes a token: amax / 127, round to nearest even), into the workspace: the row's
+//      slot of [num_slots][I] int8 codes and [num_slots] scales.
 // Launch 2:
 //   4. Down: the masked grouped GEMM (cmx/gemm/tiling.hpp) of the workspace's codes with Wd,
 //      every row dequantized with its new scale and Wd's channel scales, rounded once to bf16
 //      into its output slot.
 //
 // NOTES: why two launches. A row tile's h must be whole before its per-token scale is known,
-// so R is bounded by local memory (16 rows at I = 2048 in 192 KiB), and every tile reads its
-// expert's weights once more. Running the down projection as its own grouped GEMM lets its
-// items take up to kRowsPerItem rows, so Wd is read once per 120 rows instead of once per R;
-// the intermediate crosses memory as INT8 only (what the down GEMM reads anyway).
-// Each output row is computed by one block in a fixed order: the output is bitwise the same
-// whatever the block count, and (the int32 sums being exact) whatever the tier.
+// so R is bounded by local memory (38 rows at I = 2048 in 192 KiB), and every tile reads its
+// expert's gate and up weights once more. h is kept in bf16 for that reason: in binary32 R
+// was 21, and the FFN measured 7-10% slower at DeepSeek-V3's shape; the bf16 rounding
+// (relative 2^-9) is well below the INT8 step that follows (amax / 254 at most). Running the down
+// projection as its own grouped GEMM lets its items take up to kRowsPerItem rows, so Wd is read
+// once per 120 rows instead of once per R; the intermediate crosses memory as INT8 only (what the
+// down GEMM reads anyway). Each output row is computed by one block in a fixed order: the output is
+// bitwise the same whatever the block count, and (the int32 sums being exact) whatever the tier.
 #pragma once
 
 #include <algorithm>
@@ -100,7 +102,7 @@ namespace detail {
 /// h (float) and the gate and up accumulators, up to tuning::kRowsPerItem; 0 if not one row.
 inline int ffn_rows_per_item(std::size_t local_bytes, int intermediate, int panel_columns) {
   const std::size_t columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * panel_columns;
-  const std::size_t per_row = static_cast<std::size_t>(intermediate) * sizeof(float) +
+  const std::size_t per_row = static_cast<std::size_t>(intermediate) * sizeof(bf16) +
                               2 * columns * sizeof(std::int32_t) + sizeof(RowRef) + sizeof(void*);
   const std::size_t fixed = 6 * kTileAlignment;  // each tile rounded up to 32 B
   if (local_bytes <= fixed) return 0;
@@ -108,14 +110,14 @@ inline int ffn_rows_per_item(std::size_t local_bytes, int intermediate, int pane
       std::min<std::size_t>(tuning::kRowsPerItem, (local_bytes - fixed) / per_row));
 }
 
-/// h[c] = silu_mul(g, u) of one row's gate and up sums: g = dequantize(acc_gate[c], row_scale,
-/// gate_scales[c]), u likewise (step 2).
+/// h[c] = bf16(silu_mul(g, u)) of one row's gate and up sums: g = dequantize(acc_gate[c],
+/// row_scale, gate_scales[c]), u likewise (step 2).
 inline void swiglu_row(std::span<const std::int32_t> acc_gate, std::span<const std::int32_t> acc_up,
                        float row_scale, std::span<const float> gate_scales,
-                       std::span<const float> up_scales, std::span<float> h) noexcept {
+                       std::span<const float> up_scales, std::span<bf16> h) noexcept {
   for (std::size_t c = 0; c < h.size(); ++c)
-    h[c] = silu_mul(dequantize(acc_gate[c], row_scale, gate_scales[c]),
-                    dequantize(acc_up[c], row_scale, up_scales[c]));
+    h[c] = bf16::from_float(silu_mul(dequantize(acc_gate[c], row_scale, gate_scales[c]),
+                                     dequantize(acc_up[c], row_scale, up_scales[c])));
 }
 
 /// Throws cmx::Error(invalid_argument) unless the experts' weights fit each other and x.
@@ -144,7 +146,7 @@ void check_expert_weights(const Dev& device, std::span<const ExpertWeights> expe
 /// Errors (cmx::Error, raised before anything is written): invalid_argument for weights not
 /// packed for this device or not of shapes gate/up [I, H], down [H, I] with H = x.k, a bad
 /// masked layout, an output of the wrong size, a workspace too small; capacity if one row's
-/// intermediate does not fit the device's local memory (I above ~D::kLocalMemoryBytes / 4 B).
+/// intermediate does not fit the device's local memory (I above ~D::kLocalMemoryBytes / 2 B).
 template <Int8MatmulDevice Dev>
 void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
   using cmx::detail::require;
@@ -185,7 +187,7 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
     const std::size_t num_rows = static_cast<std::size_t>(item.num_rows);
     // 1. Gather.
     const detail::GatheredRows rows = detail::gather(source, item, local);
-    const std::span<float> h = local.take<float>(num_rows * width);  // [R][I]
+    const std::span<bf16> h = local.take<bf16>(num_rows * width);  // [R][I]
     const std::size_t step_columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * kColumns;
     const std::span<std::int32_t> acc_gate = local.take<std::int32_t>(num_rows * step_columns);
     const std::span<std::int32_t> acc_up = local.take<std::int32_t>(num_rows * step_columns);
@@ -206,7 +208,7 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
     for (std::size_t r = 0; r < num_rows; ++r) {
       const std::size_t slot = rows.refs[r].out_row;
       intermediate_scales[slot] =
-          quantize_row_int8(std::span<const float>(h.subspan(r * width, width)),
+          quantize_row_int8(std::span<const bf16>(h.subspan(r * width, width)),
                             std::span<std::int8_t>(intermediate_codes + slot * width, width));
     }
   };

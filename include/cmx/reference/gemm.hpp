@@ -100,10 +100,12 @@ inline std::vector<bf16> expert_ffn_int8(std::span<const std::int8_t> x, float x
       dequantize(matmul_int8(x, w.gate, 1, w.intermediate, w.hidden), x_scales, w.gate_scales);
   const std::vector<float> up =
       dequantize(matmul_int8(x, w.up, 1, w.intermediate, w.hidden), x_scales, w.up_scales);
-  std::vector<float> h(gate.size());
-  for (std::size_t i = 0; i < h.size(); ++i) h[i] = gemm::silu_mul(gate[i], up[i]);
+  std::vector<bf16> h(gate.size());
+  for (std::size_t i = 0; i < h.size(); ++i)
+    h[i] = bf16::from_float(gemm::silu_mul(gate[i], up[i]));
   std::vector<std::int8_t> h_codes(h.size());
-  const std::vector<float> h_scales{quantize_row_int8(std::span<const float>(h), h_codes)};
+  const std::vector<float> h_scales{
+      reference::quantize_row_int8(std::span<const bf16>(h), std::span<std::int8_t>(h_codes))};
   const std::vector<float> y = dequantize(matmul_int8(h_codes, w.down, 1, w.hidden, w.intermediate),
                                           h_scales, w.down_scales);
   return to_bf16(y);
