@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "cmx/backend/ascend/shim/acl.hpp"
 #include "cmx/backend/ascend/shim/aclshmem.hpp"
 #include "cmx/backend/ascend/shim/kernel_operator.hpp"
 #include "cmx/backend/ascend/sim/machine.hpp"
@@ -182,7 +183,8 @@ TEST_CASE("DataCopy rejects a size or an address off the 32-byte rule; DataCopyP
 }
 
 TEST_CASE("DataCopy rejects a copy larger than either tensor, and writes nothing") {
-  on_one_npu(1, [] {
+  int untouched = 0;  // bytes of GM still holding what the host wrote
+  on_one_npu(1, [&] {
     auto* gm = static_cast<int8_t*>(aclshmem_malloc(256));
     std::memset(gm, 7, 256);  // host side, before the launch
     cmx::ascend_sim::launch(1, [gm] {
@@ -200,8 +202,9 @@ TEST_CASE("DataCopy rejects a copy larger than either tensor, and writes nothing
       AscendC::PipeBarrier<PIPE_ALL>();
     });
     // The rejected UB -> GM copy never reached GM.
-    for (int i = 0; i < 256; ++i) REQUIRE(gm[i] == 7);
+    for (int i = 0; i < 256; ++i) untouched += gm[i] == 7 ? 1 : 0;
   });
+  CHECK(untouched == 256);
 }
 
 TEST_CASE("the Unified Buffer holds 192 KB per core; one byte more is a capacity error") {
@@ -545,4 +548,72 @@ TEST_CASE("aclshmem_ptr maps a symmetric address to the same offset on every PE"
   });
   for (const auto& row : offsets)
     for (const std::ptrdiff_t offset : row) CHECK(offset == 32);
+}
+
+TEST_CASE("ACL memory: aclrtMalloc'd GM round-trips through a kernel; bad arguments are refused") {
+  constexpr std::size_t kInts = 64;
+  std::array<int32_t, kInts> in{};
+  std::array<int32_t, kInts> out{};
+  for (std::size_t i = 0; i < kInts; ++i) in[i] = static_cast<int32_t>(i * 3 + 1);
+  std::array<aclError, 11> codes{};
+  Machine machine({.num_npus = 1, .cores_per_npu = 2, .timeout = 20'000ms});
+  machine.run([&](int) {
+    void* src = nullptr;
+    void* dst = nullptr;
+    codes[0] = aclrtMalloc(&src, sizeof(in), ACL_MEM_MALLOC_HUGE_FIRST);
+    codes[1] = aclrtMalloc(&dst, sizeof(in), ACL_MEM_MALLOC_HUGE_FIRST);
+    codes[2] = aclrtMemcpy(src, sizeof(in), in.data(), sizeof(in), ACL_MEMCPY_HOST_TO_DEVICE);
+    // Each of two cores moves its half GM -> UB -> GM.
+    cmx::ascend_sim::launch(2, [src, dst] {
+      AscendC::TPipe pipe;
+      AscendC::TBuf<> buf;
+      pipe.InitBuffer(buf, kInts / 2 * sizeof(int32_t));
+      const AscendC::LocalTensor<int32_t> tile = buf.Get<int32_t>();
+      const uint64_t first = static_cast<uint64_t>(AscendC::GetBlockIdx()) * (kInts / 2);
+      AscendC::GlobalTensor<int32_t> from, to;
+      from.SetGlobalBuffer(static_cast<int32_t*>(src) + first, kInts / 2);
+      to.SetGlobalBuffer(static_cast<int32_t*>(dst) + first, kInts / 2);
+      AscendC::DataCopy(tile, from, kInts / 2);
+      AscendC::DataCopy(to, tile, kInts / 2);
+    });
+    codes[3] = aclrtMemcpy(out.data(), sizeof(out), dst, sizeof(out), ACL_MEMCPY_DEVICE_TO_HOST);
+    // Refused: a zero size, count > destMax, a "device" pointer that is host memory, a copy
+    // past the end of the GM allocation.
+    void* unused = nullptr;
+    codes[4] = aclrtMalloc(&unused, 0, ACL_MEM_MALLOC_HUGE_FIRST);
+    codes[5] = aclrtMemcpy(out.data(), 8, dst, 16, ACL_MEMCPY_DEVICE_TO_HOST);
+    codes[6] = aclrtMemcpy(out.data(), sizeof(out), in.data(), 16, ACL_MEMCPY_DEVICE_TO_HOST);
+    codes[7] = aclrtMemcpy(static_cast<std::byte*>(dst) + 192, 128, in.data(), 128,
+                           ACL_MEMCPY_HOST_TO_DEVICE);
+    codes[8] = aclrtFree(src);
+    codes[9] = aclrtFree(src);  // a double free
+    codes[10] = aclrtFree(dst);
+  });
+  for (std::size_t i = 0; i < 4; ++i) CHECK(codes[i] == ACL_SUCCESS);
+  CHECK(out == in);
+  for (std::size_t i = 4; i < 8; ++i) CHECK(codes[i] == ACL_ERROR_INVALID_PARAM);
+  CHECK(codes[8] == ACL_SUCCESS);
+  CHECK(codes[9] == ACL_ERROR_INVALID_PARAM);
+  CHECK(codes[10] == ACL_SUCCESS);
+  void* ptr = nullptr;
+  CHECK(aclrtMalloc(&ptr, 64, ACL_MEM_MALLOC_HUGE_FIRST) == ACL_ERROR_UNINITIALIZE);
+}
+
+TEST_CASE("a scalar access that straddles a cache line is rejected") {
+  struct Pair {
+    int32_t a, b;
+  };
+  const auto error = error_of([] {
+    on_one_npu(1, [] {
+      auto* gm = static_cast<std::byte*>(aclshmem_malloc(128));
+      cmx::ascend_sim::launch(1, [gm] {
+        AscendC::GlobalTensor<Pair> pairs;  // 8-byte elements, 4-byte aligned: one at byte 60
+        pairs.SetGlobalBuffer(reinterpret_cast<Pair*>(gm + 4), 15);
+        (void)pairs.GetValue(7);
+      });
+    });
+  });
+  REQUIRE(error);
+  CHECK(error->code == ErrorCode::invalid_argument);
+  CHECK(error->message.find("cache line") != std::string::npos);
 }

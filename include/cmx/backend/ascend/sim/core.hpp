@@ -137,6 +137,7 @@ class Core {
 
   /// Reads `bytes` (within one line) of GM at `gm` through the cache.
   void scalar_read(void* out, const void* gm, std::size_t bytes) {
+    check_within_line(gm, bytes);
     poll_point("reading GM by scalar");
     CacheLine& line = line_of(gm);
     const std::size_t first = offset_in_line(gm);
@@ -154,6 +155,7 @@ class Core {
   /// Writes `bytes` (within one line) at GM `gm` into the cache; GM sees them only after a
   /// clean (DataCacheCleanAndInvalid).
   void scalar_write(void* gm, const void* in, std::size_t bytes) {
+    check_within_line(gm, bytes);
     CacheLine& line = line_of(gm);
     const std::size_t first = offset_in_line(gm);
     std::memcpy(line.bytes + first, in, bytes);
@@ -255,6 +257,13 @@ class Core {
   static std::uint64_t byte_mask(std::size_t first, std::size_t count) noexcept {
     const std::uint64_t ones = count >= 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << count) - 1;
     return ones << first;
+  }
+  /// A scalar access moves at most 8 bytes within one cache line (cmx::Error(invalid_argument)
+  /// otherwise: an element type too large, or an address not aligned to it).
+  static void check_within_line(const void* gm, std::size_t bytes) {
+    cmx::detail::require(bytes <= 8 && offset_in_line(gm) + bytes <= kCacheLineBytes,
+                         ErrorCode::invalid_argument, "scalar access of ", bytes, " B at GM ", gm,
+                         ": at most 8 B within one 64-byte cache line");
   }
   CacheLine& line_of(const void* gm) {
     return lines_[reinterpret_cast<std::uintptr_t>(line_base(gm))];
