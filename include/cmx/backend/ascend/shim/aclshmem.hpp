@@ -147,8 +147,7 @@ inline void aclshmemx_signal_op(__gm__ int32_t* sig_addr, int32_t signal, int si
                          "aclshmemx_signal_op: sig_op ", sig_op,
                          " is not ACLSHMEM_SIGNAL_SET or ACLSHMEM_SIGNAL_ADD");
     core.clean_invalidate_line(word);  // this core's own view of it must not go stale
-    std::atomic_thread_fence(std::memory_order_release);
-    std::atomic_ref<int32_t>(*word).fetch_add(signal, std::memory_order_relaxed);
+    std::atomic_ref<int32_t>(*word).fetch_add(signal, std::memory_order_acq_rel);
   }
 }
 

@@ -66,9 +66,9 @@ inline ThreadContext& thread_context() noexcept {
 
 // GM is touched by simulated cores concurrently (a DMA write while a peer polls a flag in the
 // same line), so every simulated access is atomic per byte (per 8-byte word where aligned):
-// no data race in the C++ sense, and ThreadSanitizer stays quiet. The fences give the
-// ordering: a write is preceded by a release fence, a read followed by an acquire fence, so a
-// reader that sees a value also sees what its writer completed before writing it.
+// no data race in the C++ sense, and ThreadSanitizer stays quiet. Stores are release and loads
+// acquire, so a reader that sees a value also sees what its writer wrote to GM before it (no
+// fences: ThreadSanitizer does not model them).
 
 /// Copies `bytes` from GM at `gm` to ordinary memory at `out`.
 inline void gm_read(void* out, const void* gm, std::size_t bytes) noexcept {
@@ -79,18 +79,16 @@ inline void gm_read(void* out, const void* gm, std::size_t bytes) noexcept {
     for (; i + 8 <= bytes; i += 8) {
       const std::uint64_t word =
           std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(source + i))
-              .load(std::memory_order_relaxed);
+              .load(std::memory_order_acquire);
       std::memcpy(destination + i, &word, 8);
     }
   }
   for (; i < bytes; ++i)
-    destination[i] = std::atomic_ref<unsigned char>(source[i]).load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
+    destination[i] = std::atomic_ref<unsigned char>(source[i]).load(std::memory_order_acquire);
 }
 
 /// Copies `bytes` from ordinary memory at `in` to GM at `gm`.
 inline void gm_write(void* gm, const void* in, std::size_t bytes) noexcept {
-  std::atomic_thread_fence(std::memory_order_release);
   auto* destination = static_cast<unsigned char*>(gm);
   const auto* source = static_cast<const unsigned char*>(in);
   std::size_t i = 0;
@@ -99,11 +97,11 @@ inline void gm_write(void* gm, const void* in, std::size_t bytes) noexcept {
       std::uint64_t word;
       std::memcpy(&word, source + i, 8);
       std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(destination + i))
-          .store(word, std::memory_order_relaxed);
+          .store(word, std::memory_order_release);
     }
   }
   for (; i < bytes; ++i)
-    std::atomic_ref<unsigned char>(destination[i]).store(source[i], std::memory_order_relaxed);
+    std::atomic_ref<unsigned char>(destination[i]).store(source[i], std::memory_order_release);
 }
 
 struct AlignedDelete {
