@@ -90,8 +90,8 @@ __aicore__ inline int64_t GetBlockNum() {
 // (GetValue, SetValue, GetPhyAddr, GetSize, operator[] of GlobalTensor and LocalTensor: the
 // same API reference, "GlobalTensor" and "LocalTensor" chapters.)
 
-/// Logical positions of a buffer (TBuf's template argument); only the vector ones are used.
-enum class TPosition : uint8_t { GM, VECIN, VECOUT, VECCALC };
+/// Logical positions of a buffer (TBuf's template argument, LCM by default); the vector subset.
+enum class TPosition : uint8_t { GM, VECIN, VECOUT, VECCALC, LCM };
 
 /// A view of `size` elements of T in global memory. Element offsets and sizes are in elements
 /// of T; every access is bounds-checked (cmx::Error(capacity) past the end).
@@ -236,7 +236,7 @@ class LocalTensor {
 // https://www.hiascend.com/document/detail/en/canncommercial/850/API/ascendcopapi/atlasascendc_api_07_0160.html
 
 /// A buffer of UB that InitBuffer gives `len` bytes; Get views it as tensors.
-template <TPosition pos = TPosition::VECCALC>
+template <TPosition pos = TPosition::LCM>
 class TBuf {
  public:
   /// The whole buffer as elements of T (its bytes / sizeof(T)).
