@@ -7,7 +7,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -148,9 +147,7 @@ class CpuInt8Matmul {
     static const Resolved resolved = [] {
       const cpu::Isa isa = cpu::resolve_isa(cpu::KernelFamily::int8_matmul);
       const Resolved result{isa, checked_tile_product(isa)};
-      const char* forced = std::getenv(cpu::kIsaEnvironmentVariable);
-      cpu::log_isa_once(cpu::KernelFamily::int8_matmul, isa,
-                        forced && *forced ? "forced by CMX_ISA" : "the fastest this CPU runs");
+      cpu::log_process_isa_once(cpu::KernelFamily::int8_matmul, isa);
       return result;
     }();
     return resolved;
