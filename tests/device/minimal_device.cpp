@@ -110,8 +110,6 @@ class MinimalDevice {
 };
 
 static_assert(cmx::Device<MinimalDevice>);
-static_assert(!cmx::PrefetchingDevice<MinimalDevice>,
-              "it shows the kernels need no optional member");
 
 struct NotADevice {
   int rank() const { return 0; }

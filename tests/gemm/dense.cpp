@@ -24,11 +24,13 @@ struct Shape {
   int m, n, k;
 };
 
-// M = 0, 1, odd; N and K at the edges of panels (16), register blocks (64 columns), items (60
-// rows, 128 columns) and depth steps (512).
-const Shape kShapes[] = {{0, 16, 16},   {1, 16, 16},    {1, 64, 1040}, {3, 48, 80},
-                         {7, 144, 208}, {17, 32, 528},  {61, 160, 64}, {64, 128, 512},
-                         {125, 16, 32}, {33, 272, 1024}};
+// M = 0, 1, odd; N and K at the edges of panels (16), register blocks (64 columns), work items
+// (tuning::kRowsPerItem = 120 rows, kPanelsPerItem * 16 = 256 columns) and depth steps
+// (kDepthBlock = 8192: K = 8208 takes two tile products per item, the second adding).
+const Shape kShapes[] = {{0, 16, 16},   {1, 16, 16},     {1, 64, 1040}, {3, 48, 80},
+                         {7, 144, 208}, {17, 32, 528},   {61, 160, 64}, {64, 128, 512},
+                         {125, 16, 32}, {33, 272, 1024}, {5, 32, 8208}};
+static_assert(cmx::gemm::tuning::kDepthBlock < 8208, "a shape must take two depth steps");
 
 /// Eigen's int32 product of the same codes: a second reference for the sums.
 std::vector<std::int32_t> eigen_sums(const std::vector<std::int8_t>& a,

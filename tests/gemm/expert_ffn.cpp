@@ -167,7 +167,12 @@ TEST_CASE(
 }
 
 TEST_CASE("expert_ffn writes the same bytes whatever the block count") {
-  constexpr int kHidden = 128, kIntermediate = 96;
+  // I large enough that the fused launch cuts the 86 rows into several items, H large enough
+  // that the down projection has two column blocks: the blocks really share the work.
+  constexpr int kHidden = 512, kIntermediate = 4096;
+  REQUIRE(gemm::detail::ffn_rows_per_item(Device::kLocalMemoryBytes, kIntermediate,
+                                          Device::kInt8PanelColumns) < 40);
+  REQUIRE(kHidden / Device::kInt8PanelColumns > gemm::tuning::kPanelsPerItem);
   std::mt19937 random(61);
   const Expert expert{model_weights(kIntermediate, kHidden, random),
                       model_weights(kIntermediate, kHidden, random),

@@ -239,4 +239,11 @@ inline void log_isa_once(KernelFamily family, Isa isa, const char* why) {
   });
 }
 
+/// log_isa_once for the process's default tier of `family` (resolve_isa without a request):
+/// the reason is CMX_ISA if it is set, else that the tier is the best this CPU runs.
+inline void log_process_isa_once(KernelFamily family, Isa isa) {
+  const char* forced = std::getenv(kIsaEnvironmentVariable);
+  log_isa_once(family, isa, forced && *forced ? "forced by CMX_ISA" : "the best this CPU runs");
+}
+
 }  // namespace cmx::cpu

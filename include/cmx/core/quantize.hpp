@@ -63,8 +63,8 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
 
 /// Quantizes one float row to INT8, by the same definition as the bf16 overload above with
 /// the row's values read as binary32 (amax = max |row[i]|, exact; the same flush threshold
-/// 2^-121, the same poisoning by Inf or NaN, the same rounding): the re-quantization of an
-/// intermediate computed in float (the expert FFN's SwiGLU output). Returns the scale.
+/// 2^-121, the same poisoning by Inf or NaN, the same rounding): for rows computed in float,
+/// such as weights quantized at load time. Returns the scale.
 ///
 /// Requires out.size() == row.size().
 inline float quantize_row_int8(std::span<const float> row, std::span<std::int8_t> out) noexcept {

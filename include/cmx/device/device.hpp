@@ -130,20 +130,4 @@ concept Device = std::copy_constructible<D> &&
 };
 // clang-format on
 
-/// Optional: a device that can start moving global memory closer before a block stages it.
-///   d.prefetch(ptr, bytes)   a hint that `bytes` of this rank's global memory at ptr will be
-///                            staged soon (a CPU: a cache prefetch; an NPU: the next stage of a
-///                            double-buffered copy). Changes no result; may do nothing.
-/// Kernels call it through prefetch_if_supported(), so a device without it still conforms.
-template <class D>
-concept PrefetchingDevice = Device<D> && requires(D d, const void* ptr, std::size_t bytes) {
-  { d.prefetch(ptr, bytes) } -> std::same_as<void>;
-};
-
-/// d.prefetch(ptr, bytes) where the device has it; nothing otherwise.
-template <Device D>
-void prefetch_if_supported(D& device, const void* ptr, std::size_t bytes) {
-  if constexpr (PrefetchingDevice<D>) device.prefetch(ptr, bytes);
-}
-
 }  // namespace cmx

@@ -10,7 +10,7 @@
 //      combine flag on every rank with the failure payload, so that peers fail at once.
 //   2. Push only. Return rows, in blocks over all received rows: read the row's MessageMeta
 //      (source token t, choice k), stage the expert output row and put it at (t, k) of the
-//      source rank's combine rows; the next row and its meta are prefetched meanwhile.
+//      source rank's combine rows.
 //   3. Publish, after the launch has joined: signal every source rank with the number of rows
 //      returned to it (push) or waiting for it in this rank's expert_out (pull).
 //   4. Wait for every rank's flag; its count must equal the rows this rank sent it in dispatch.
@@ -136,17 +136,6 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
           const int local_expert = static_cast<int>(segment) / num_ranks;
           const int src = static_cast<int>(segment) % num_ranks;
           const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
-          if (slot + 1 < counts[segment]) {  // the next row of the segment, while this one goes
-            prefetch_if_supported(
-                device,
-                args.expert_out.data() + layout.message_index(local_expert, src, slot + 1) * hidden,
-                hidden * sizeof(bf16));
-            prefetch_if_supported(device,
-                                  device.local(symmetric) +
-                                      layout.message(local_expert, src, slot + 1) +
-                                      layout.row_bytes,
-                                  sizeof(MessageMeta));
-          }
           block.local.reset();
           const MessageMeta meta = device.stage_in(
               block.local,

@@ -11,8 +11,7 @@
 //      and rows arrive ordered by (source rank, source token) by construction.
 //   3. Send, in blocks over tokens: stage the bf16 row, quantize it once into a message tile in
 //      local memory (row, then MessageMeta), and put that tile into each chosen expert's
-//      segment on its rank, rewriting only the meta's k between copies. The next token's row
-//      is prefetched (where the device can) while this one's messages go out.
+//      segment on its rank, rewriting only the meta's k between copies.
 //   4. Publish, after the launch has joined: signal flag (expert, this rank) on every rank for
 //      every expert, with the count sent (also 0), sequence seq.
 //   5. Receive: wait for the flag of every (local expert, source rank); the payload is the
@@ -158,8 +157,6 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
             device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
             meta.scale = 1.0f;
           }
-          // The next token's row moves closer while this one's messages go out.
-          if (t + 1 < end) prefetch_if_supported(device, row + hidden, hidden * sizeof(bf16));
           for (int k = 0; k < num_topk; ++k) {
             const std::size_t choice = static_cast<std::size_t>(t) * num_topk + k;
             const std::int32_t expert = args.topk_idx[choice];

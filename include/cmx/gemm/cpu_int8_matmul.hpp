@@ -4,9 +4,9 @@
 // product of the instruction-set tier this process runs, chosen at run time.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -142,14 +142,12 @@ class CpuInt8Matmul {
   };
 
   // The process default, resolved, self-checked and logged once. If resolving throws, the next
-  // call tries again and throws again.
+  // call tries again and throws again (the self-check's failure is kept, see check_once).
   static const Resolved& process_default() {
     static const Resolved resolved = [] {
       const cpu::Isa isa = cpu::resolve_isa(cpu::KernelFamily::int8_matmul);
       const Resolved result{isa, checked_tile_product(isa)};
-      const char* forced = std::getenv(cpu::kIsaEnvironmentVariable);
-      cpu::log_isa_once(cpu::KernelFamily::int8_matmul, isa,
-                        forced && *forced ? "forced by CMX_ISA" : "the fastest this CPU runs");
+      cpu::log_process_isa_once(cpu::KernelFamily::int8_matmul, isa);
       return result;
     }();
     return resolved;
@@ -167,11 +165,27 @@ class CpuInt8Matmul {
                            "the amx int8 micro-kernels also need ", avx512.needs);
     }
     const detail::TileProductFunction function = detail::tile_product_of(isa);
-    static std::once_flag checked[cpu::kAllIsas.size()];
-    if (isa != cpu::Isa::scalar)
-      std::call_once(checked[static_cast<std::size_t>(isa)],
-                     [&] { detail::check_against_scalar(function, cpu::to_string(isa)); });
+    if (isa != cpu::Isa::scalar) check_once(isa, function);
     return function;
+  }
+
+  // Runs the self-check of tier `isa` on its first use in this process; a failure is kept and
+  // raised again at every later use (a tier that failed once is never trusted).
+  static void check_once(cpu::Isa isa, detail::TileProductFunction function) {
+    static std::mutex mutex;
+    static std::array<bool, cpu::kAllIsas.size()> checked{};
+    static std::array<std::optional<Error>, cpu::kAllIsas.size()> failure;
+    const std::size_t tier = static_cast<std::size_t>(isa);
+    const std::lock_guard lock(mutex);
+    if (!checked[tier]) {
+      checked[tier] = true;
+      try {
+        detail::check_against_scalar(function, cpu::to_string(isa));
+      } catch (const Error& error) {
+        failure[tier] = error;
+      }
+    }
+    if (failure[tier]) throw *failure[tier];
   }
 
   std::optional<cpu::Isa> isa_;                         // none: the process default

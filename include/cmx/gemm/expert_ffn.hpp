@@ -99,7 +99,7 @@ namespace detail {
 
 /// Rows per work item of the fused gate/up/SwiGLU/quantize launch with intermediate size
 /// `intermediate`, for a device with `local_bytes` of local memory per block: as many as hold
-/// h (float) and the gate and up accumulators, up to tuning::kRowsPerItem; 0 if not one row.
+/// h (bf16) and the gate and up accumulators, up to tuning::kRowsPerItem; 0 if not one row.
 inline int ffn_rows_per_item(std::size_t local_bytes, int intermediate, int panel_columns) {
   const std::size_t columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * panel_columns;
   const std::size_t per_row = static_cast<std::size_t>(intermediate) * sizeof(bf16) +

@@ -7,7 +7,6 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <span>
 
 namespace cmx::gemm {
 
@@ -63,12 +62,6 @@ inline float silu_mul(float g, float u) noexcept {
   const detail::SplitExp e = detail::split_exp(-g);
   const float denominator = std::fma(e.mantissa, e.scale, 1.0f);
   return (g / denominator) * u;
-}
-
-/// h[i] = silu_mul(gate[i], up[i]) for every i. Requires equal sizes.
-inline void silu_mul_row(std::span<const float> gate, std::span<const float> up,
-                         std::span<float> h) noexcept {
-  for (std::size_t i = 0; i < h.size(); ++i) h[i] = silu_mul(gate[i], up[i]);
 }
 
 }  // namespace cmx::gemm

@@ -91,8 +91,9 @@ struct ExpertWeightsView {
 
 /// One token (codes [hidden] with its scale) through one expert, by cmx's definition
 /// (cmx/gemm/expert_ffn.hpp): exact integer products, the GEMM epilogue, silu_mul (the defined
-/// binary32 sequence of cmx/gemm/swiglu.hpp), the per-row re-quantization (this file's
-/// independent reference::quantize_row_int8), the down product, one rounding to bf16.
+/// binary32 sequence of cmx/gemm/swiglu.hpp) rounded to bf16, the per-row re-quantization (this
+/// file's independent reference::quantize_row_int8), the down product, the output rounded to
+/// bf16.
 inline std::vector<bf16> expert_ffn_int8(std::span<const std::int8_t> x, float x_scale,
                                          const ExpertWeightsView& w) {
   const std::vector<float> x_scales{x_scale};

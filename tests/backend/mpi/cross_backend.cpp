@@ -5,6 +5,8 @@
 // dispatch and combine configuration), or the INT8 expert FFN (a whole MoE layer).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <span>
@@ -158,7 +160,7 @@ void check_same_round_on_both_backends(const ep::Config& config, int ffn_interme
   INFO("config ", config, " over ", cmx::test::intra_node_of_run());
   std::vector<int> tokens(static_cast<std::size_t>(num_ranks));
   for (int r = 0; r < num_ranks; ++r)
-    tokens[static_cast<std::size_t>(r)] = config.max_tokens_per_rank - 3 * r;
+    tokens[static_cast<std::size_t>(r)] = std::max(0, config.max_tokens_per_rank - 3 * r);
   const auto inputs =
       cmx::test::make_inputs(config, num_ranks, tokens, cmx::test::Routing::uniform, 2026);
 
@@ -185,6 +187,14 @@ void check_same_round_on_both_backends(const ep::Config& config, int ffn_interme
     const std::string mismatch =
         compare({counts[index], rows[index], ys[index]}, tbb[index], r, layout);
     CHECK_MESSAGE(mismatch.empty(), mismatch);
+  }
+  // Equal is not enough: both backends must have computed something. Every y is finite, and
+  // a rank with tokens has some y that is not zero.
+  for (int r = 0; r < num_ranks; ++r) {
+    const std::vector<bf16>& y = ys[static_cast<std::size_t>(r)];
+    CHECK(std::all_of(y.begin(), y.end(), [](bf16 v) { return std::isfinite(v.to_float()); }));
+    if (tokens[static_cast<std::size_t>(r)] > 0)
+      CHECK(std::any_of(y.begin(), y.end(), [](bf16 v) { return v.to_float() != 0.0f; }));
   }
 }
 

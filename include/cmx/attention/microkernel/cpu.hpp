@@ -9,7 +9,6 @@
 // CMX_ISA if set, else the best tier this CPU runs; it is resolved and logged once per process.
 #pragma once
 
-#include <cstdlib>
 #include <optional>
 
 #include "cmx/attention/microkernel/amx.hpp"
@@ -82,9 +81,7 @@ class CpuBf16Microkernels {
     static const cpu::Isa resolved = [] {
       const cpu::Isa isa = cpu::resolve_isa(cpu::KernelFamily::bf16_matmul);
       check_amx(isa);
-      cpu::log_isa_once(cpu::KernelFamily::bf16_matmul, isa,
-                        std::getenv(cpu::kIsaEnvironmentVariable) ? "forced by CMX_ISA"
-                                                                  : "the best this CPU runs");
+      cpu::log_process_isa_once(cpu::KernelFamily::bf16_matmul, isa);
       return isa;
     }();
     return resolved;

@@ -124,7 +124,6 @@ class Device : public tbb_backend::detail::CpuDevice {
 };
 
 static_assert(cmx::Device<Device>, "the MPI backend must satisfy the device concept");
-static_assert(cmx::PrefetchingDevice<Device>, "the MPI backend prefetches what blocks stage next");
 static_assert(cmx::Bf16AttentionDevice<Device>,
               "the MPI backend supplies the bf16 attention tiles");
 static_assert(cmx::Int8MatmulDevice<Device>, "the MPI backend runs the INT8 GEMM kernels");

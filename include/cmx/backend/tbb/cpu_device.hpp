@@ -62,23 +62,12 @@ class CpuDevice {
   /// through the cache would first read every line of the destination (read for ownership).
   static constexpr std::size_t kStreamingPutBytes = 4096;
 
-  /// Bytes of a cache line (x86-64 and most other CPUs), the unit prefetch() moves.
-  static constexpr std::size_t kCacheLineBytes = 64;
-
   /// Zero-copy on the CPU: global memory is already cached memory. The tile still counts
   /// against the block's local memory, as it would on a backend that copies.
   template <class T>
   std::span<const T> stage_in(LocalArena& local, const T* global, std::size_t count) {
     local.reserve<T>(count);
     return {global, count};
-  }
-
-  /// Prefetches every cache line of [ptr, ptr + bytes) into the caches (L2 and outward): the
-  /// row a block will stage next arrives while it still works on the current one.
-  void prefetch(const void* ptr, std::size_t bytes) noexcept {
-    const char* begin = static_cast<const char*>(ptr);
-    for (std::size_t offset = 0; offset < bytes; offset += kCacheLineBytes)
-      __builtin_prefetch(begin + offset, 0, 2);
   }
 
   template <class T>

@@ -114,7 +114,6 @@ class Device : public detail::CpuDevice {
 };
 
 static_assert(cmx::Device<Device>, "the TBB backend must satisfy the device concept");
-static_assert(cmx::PrefetchingDevice<Device>, "the TBB backend prefetches what blocks stage next");
 static_assert(cmx::Bf16AttentionDevice<Device>,
               "the TBB backend supplies the bf16 attention tiles");
 static_assert(cmx::Int8MatmulDevice<Device>, "the TBB backend runs the INT8 GEMM kernels");
