@@ -42,6 +42,14 @@ class MinimalDevice {
     return {aligned, bytes};
   }
   std::byte* local(const Symmetric& sym) const { return sym.base; }
+  void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> bytes) {
+    REQUIRE(offset + bytes.size() <= sym.bytes);
+    if (!bytes.empty()) std::memcpy(sym.base + offset, bytes.data(), bytes.size());
+  }
+  void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
+    REQUIRE(offset + out.size() <= sym.bytes);
+    if (!out.empty()) std::memcpy(out.data(), sym.base + offset, out.size());
+  }
   void put(const Symmetric& sym, int, std::size_t offset, std::span<const std::byte> bytes) {
     REQUIRE(offset + bytes.size() <= sym.bytes);
     std::memcpy(sym.base + offset, bytes.data(), bytes.size());

@@ -29,12 +29,19 @@ TEST_CASE("layout regions are aligned, disjoint and sized by the config") {
         CHECK(layout.messages_offset == layout.combine_flags_offset + num_ranks * cmx::kFlagBytes);
         CHECK(layout.combine_rows_offset ==
               layout.messages_offset + layout.num_messages() * layout.message_bytes);
-        CHECK(layout.expert_out_offset == layout.total_bytes);  // no zero-copy region
-        CHECK(layout.total_bytes == layout.combine_rows_offset + 5u * 3u * hidden * 2u);
+        CHECK(layout.expert_out_offset == layout.combine_rows_offset + 5u * 3u * hidden * 2u);
+        CHECK(layout.routes_offset == layout.expert_out_offset);  // no zero-copy region
+        // The private regions: routes and weights [5][3], counts [2][num_ranks], each rounded.
+        CHECK(layout.topk_weights_offset == layout.routes_offset + 128);          // 15 * 8 B
+        CHECK(layout.received_counts_offset == layout.topk_weights_offset + 64);  // 15 * 4 B
+        CHECK(layout.total_bytes ==
+              layout.received_counts_offset + cmx::round_up(2u * num_ranks * 4u, 32));
         // The last row of each region ends at the region's end.
         CHECK(layout.message(1, num_ranks - 1, 4) + layout.message_bytes ==
               layout.combine_rows_offset);
-        CHECK(layout.combine_row(4, 2) + layout.combine_row_bytes == layout.total_bytes);
+        CHECK(layout.combine_row(4, 2) + layout.combine_row_bytes == layout.expert_out_offset);
+        CHECK(layout.route(4, 2) + sizeof(ep::Route) == layout.routes_offset + 15 * 8);
+        CHECK(layout.topk_weight(4, 2) + sizeof(float) == layout.topk_weights_offset + 15 * 4);
         CHECK(layout.dispatch_flag(1, num_ranks - 1) + cmx::kFlagBytes ==
               layout.combine_flags_offset);
         CHECK(layout.message_index(1, num_ranks - 1, 4) == layout.num_messages() - 1);
@@ -60,13 +67,13 @@ TEST_CASE("a zero-copy buffer holds the expert outputs instead of the returned r
       CHECK(layout.combine_rows_offset == messages_end);  // empty
       CHECK(layout.expert_out_offset == messages_end);
       CHECK(layout.expert_out_offset % 32 == 0);
-      CHECK(layout.total_bytes ==
+      CHECK(layout.routes_offset ==
             layout.expert_out_offset + layout.num_messages() * hidden * sizeof(cmx::bf16));
       // Output rows follow the message order and tile the region.
       CHECK(layout.expert_out_row(0, 0, 0) == layout.expert_out_offset);
       CHECK(layout.expert_out_row(0, 0, 1) - layout.expert_out_row(0, 0, 0) ==
             layout.combine_row_bytes);
       CHECK(layout.expert_out_row(1, num_ranks - 1, 4) + layout.combine_row_bytes ==
-            layout.total_bytes);
+            layout.routes_offset);
     }
 }

@@ -52,7 +52,17 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            in the same order; the part is zero-filled,
 ///                                            kSymmetricAlignment-aligned, and lives as long as
 ///                                            the backend's world.
-///   d.local(sym)                             this rank's part, as global memory of this rank.
+///   d.local(sym)                             this rank's part, as global memory of this rank
+///                                            (an address for the blocks and for pointer
+///                                            arithmetic; the host may not be able to read it).
+///   d.write_local(sym, offset, source)       host: copies `source` (host memory, any size) into
+///                                            this rank's part at byte `offset`. Visible to
+///                                            the blocks of a later launch and, like a write
+///                                            through d.local, published by a later signal.
+///   d.read_local(sym, offset, out)           host: copies this rank's part at byte `offset`
+///                                            into `out` (host memory, any size); sees what a
+///                                            finished launch wrote and what the signals this
+///                                            rank waited for published.
 ///   d.put(sym, rank, offset, bytes)          copies `bytes` (local or global memory of this
 ///                                            rank) into `rank`'s part at byte `offset`: the
 ///                                            peer write (AIV-Direct). offset and size are
@@ -84,10 +94,20 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            visible to every rank after it. Times out like
 ///                                            wait, naming the ranks that did not arrive.
 /// Launch
-///   d.launch(num_blocks, body)               runs body(Block&) for index 0..num_blocks-1 and
+///   d.launch(num_blocks, kernel)             runs kernel(Block&) for index 0..num_blocks-1 and
 ///                                            returns when all are done (a join: their writes
 ///                                            are then visible to the caller). Blocks must not
-///                                            wait on each other or on peers.
+///                                            wait on each other or on peers. A backend whose
+///                                            blocks run on another processor (Ascend) runs
+///                                            each block on a byte copy of `kernel`: kernels
+///                                            that run there are trivially copyable objects
+///                                            that reach memory only through the device they
+///                                            hold, global memory and Block::local.
+/// Memory spaces: host memory is the rank's own (what its host code reads and writes: kernel
+/// arguments documented as host memory, such as routing); global memory is what the blocks
+/// read and write (symmetric parts, and the tensors documented as global memory). On the CPU
+/// backends they are the same memory; on an NPU, host code reaches global memory only through
+/// d.write_local and d.read_local.
 /// Row operations (each block computes on tiles in its local memory)
 ///   (T in stage_in, stage_in_peer, load and store is any trivially copyable element type.)
 ///   d.stage_in(local, ptr, count)            a read-only tile with count elements of global
@@ -113,6 +133,8 @@ concept Device = std::copy_constructible<D> &&
   { D::kLocalMemoryBytes } -> std::convertible_to<std::size_t>;
   { d.allocate_symmetric(bytes) } -> std::same_as<typename D::Symmetric>;
   { cd.local(sym) } -> std::same_as<std::byte*>;
+  { d.write_local(sym, bytes, source) } -> std::same_as<void>;
+  { cd.read_local(sym, bytes, std::span<std::byte>()) } -> std::same_as<void>;
   { d.put(sym, rank, bytes, source) } -> std::same_as<void>;
   {
     d.template stage_in_peer<bf16>(local, sym, rank, bytes, bytes)

@@ -35,10 +35,8 @@ struct CallState {
   Phase phase = Phase::idle;
   std::uint64_t sequence = 0;                 // of the current (or last) pair; 0 before the first
   int num_tokens = 0;                         // of the pending dispatch
-  std::vector<std::int32_t> slots;            // [max_tokens_per_rank][num_topk]: slot of (t, k)
-                                              // in its (expert, this rank) segment; -1 = masked
-  std::vector<std::int32_t> experts;          // [max_tokens_per_rank][num_topk]: expert of
-                                              // (t, k), the dispatch's topk_idx; -1 = masked
+  std::vector<Route> routes;                  // [max_tokens_per_rank][num_topk]: the plan of the
+                                              // pending dispatch, staged for write_local
   std::vector<std::int32_t> sent_per_expert;  // [num_experts] rows sent to each expert
   std::vector<std::int32_t> received_counts;  // [num_local_experts][num_ranks] rows received
 
@@ -61,6 +59,24 @@ struct CallState {
     cmx::detail::require(phase == expected, ErrorCode::state, "rank ", rank, ": ", call,
                          expected == Phase::idle ? " called twice without a combine between"
                                                  : " called without a dispatch before it");
+  }
+};
+
+/// A one-block kernel: copies `bytes` at `offset` of this rank's part of `symmetric` to the
+/// same offset of every rank's part (this rank's included), staged through local memory.
+/// `bytes` is a multiple of 32 and fits a block's local memory.
+template <Device Dev>
+struct CopyToEveryRank {
+  Dev device;
+  typename Dev::Symmetric symmetric;
+  std::size_t offset;
+  std::size_t bytes;
+
+  void operator()(Block& block) {
+    const std::span<const std::byte> staged =
+        device.stage_in(block.local, device.local(symmetric) + offset, bytes);
+    for (int rank = 0; rank < device.world_size(); ++rank)
+      device.put(symmetric, rank, offset, staged);
   }
 };
 
@@ -90,10 +106,9 @@ class Buffer {
   Buffer(Dev device, const Config& config)
       : device_(device), config_(config), layout_(checked_layout()) {
     symmetric_ = device_.allocate_symmetric(layout_.total_bytes);
-    state_.slots.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
-                            static_cast<std::size_t>(config.num_topk),
-                        -1);
-    state_.experts.assign(state_.slots.size(), -1);
+    state_.routes.assign(static_cast<std::size_t>(config.max_tokens_per_rank) *
+                             static_cast<std::size_t>(config.num_topk),
+                         Route{-1, -1});
     state_.sent_per_expert.assign(static_cast<std::size_t>(config.num_experts), 0);
     state_.received_counts.assign(static_cast<std::size_t>(layout_.num_local_experts) *
                                       static_cast<std::size_t>(layout_.num_ranks),
@@ -159,13 +174,16 @@ class Buffer {
     const ConfigRecord mine{.present = 1, .num_ranks = num_ranks, .config = config_};
     alignas(kTileAlignment) std::array<std::byte, kRecordBytes> record{};  // padding zeroed
     std::memcpy(record.data(), &mine, sizeof(mine));
-    for (int peer = 0; peer < num_ranks; ++peer)
-      device_.put(table, peer, static_cast<std::size_t>(device_.rank()) * kRecordBytes, record);
+    const std::size_t my_slot = static_cast<std::size_t>(device_.rank()) * kRecordBytes;
+    device_.write_local(table, my_slot, record);
+    device_.launch(1, detail::CopyToEveryRank<Dev>{device_, table, my_slot, kRecordBytes});
     device_.barrier();  // publishes the puts: every table is complete after it
-    const std::byte* local = device_.local(table);
+    std::vector<std::byte> records(static_cast<std::size_t>(num_ranks) * kRecordBytes);
+    device_.read_local(table, 0, records);
     for (int peer = 0; peer < num_ranks; ++peer) {
       ConfigRecord theirs;
-      std::memcpy(&theirs, local + static_cast<std::size_t>(peer) * kRecordBytes, sizeof(theirs));
+      std::memcpy(&theirs, records.data() + static_cast<std::size_t>(peer) * kRecordBytes,
+                  sizeof(theirs));
       cmx::detail::require(
           theirs.present == 1 && theirs.num_ranks == num_ranks && theirs.config == config_,
           ErrorCode::config_mismatch, "rank ", device_.rank(),

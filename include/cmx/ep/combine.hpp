@@ -8,15 +8,15 @@
 // On every rank, for the call `seq` of the dispatch it follows:
 //   1. Check the inputs, before writing anything. If this or step 2 fails, raise this rank's
 //      combine flag on every rank with the failure payload, so that peers fail at once.
-//   2. Push only. Return rows, in blocks over all received rows: read the row's MessageMeta
-//      (source token t, choice k), stage the expert output row and put it at (t, k) of the
-//      source rank's combine rows.
+//   2. Push only. Return rows, in blocks over all received rows (detail::ReturnRows): read the
+//      row's MessageMeta (source token t, choice k), stage the expert output row and put it at
+//      (t, k) of the source rank's combine rows.
 //   3. Publish, after the launch has joined: signal every source rank with the number of rows
 //      returned to it (push) or waiting for it in this rank's expert_out (pull).
 //   4. Wait for every rank's flag; its count must equal the rows this rank sent it in dispatch.
-//   5. Reduce, in blocks over tokens: y[t] = sum over unmasked k, in k order, of
-//      fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. row(t, k) is
-//      staged from this rank's combine rows (push), or from the expert_out of the rank hosting
+//   5. Reduce, in blocks over tokens (detail::ReduceTokens): y[t] = sum over unmasked k, in k
+//      order, of fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. row(t, k)
+//      is staged from this rank's combine rows (push), or from the expert_out of the rank hosting
 //      expert topk_idx[t, k], at the slot dispatch gave the choice (pull). A token with no
 //      expert gives zeros.
 //
@@ -83,12 +83,114 @@ inline void check_combine_args(const CombineArgs& args, const Layout& layout, in
           " elements, expected num_tokens * hidden = ", num_tokens, " * ", hidden);
 }
 
+/// Step 2 of combine (push only), one block's share of the received rows: read the row's
+/// MessageMeta (source token t, choice k), stage the expert output row and put it at (t, k) of
+/// the source rank's combine rows. Received rows, flattened over segments (e, src) in order,
+/// are split evenly among blocks; the counts per segment are read from global memory
+/// (Layout::received_counts, written there by the host).
+template <Device Dev>
+struct ReturnRows {
+  Dev device;
+  typename Dev::Symmetric symmetric;
+  Layout layout;
+  const bf16* expert_out;  // [num_messages][hidden], global memory
+  std::int64_t num_rows;   // received rows in all segments
+
+  void operator()(Block& block) {
+    const auto [begin, end] = block_range(num_rows, block.index, block.count);
+    const std::byte* part = device.local(symmetric);
+    const std::size_t num_segments = static_cast<std::size_t>(layout.num_local_experts) *
+                                     static_cast<std::size_t>(layout.num_ranks);
+    const std::span<const std::int32_t> counts = device.stage_in(
+        block.local, reinterpret_cast<const std::int32_t*>(part + layout.received_counts_offset),
+        num_segments);
+    const std::size_t row_mark = block.local.mark();
+    // The segment holding row `begin`, and the rows in the segments before it.
+    std::size_t segment = 0;
+    std::int64_t segment_begin = 0;
+    for (; segment_begin + counts[segment] <= begin && segment + 1 < num_segments; ++segment)
+      segment_begin += counts[segment];
+    const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
+    for (std::int64_t row = begin; row < end; ++row) {
+      while (row >= segment_begin + counts[segment]) segment_begin += counts[segment++];
+      // segment = Layout::segment(local_expert, src)
+      const int local_expert = static_cast<int>(segment) / layout.num_ranks;
+      const int src = static_cast<int>(segment) % layout.num_ranks;
+      const int slot = static_cast<int>(row - segment_begin);
+      block.local.rewind(row_mark);
+      const MessageMeta meta =
+          device.stage_in(block.local,
+                          reinterpret_cast<const MessageMeta*>(
+                              part + layout.message(local_expert, src, slot) + layout.row_bytes),
+                          1)[0];
+      const std::span<const bf16> out = device.stage_in(
+          block.local, expert_out + layout.message_index(local_expert, src, slot) * hidden, hidden);
+      device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
+                 std::as_bytes(out));
+    }
+  }
+};
+
+/// Step 5 of combine, one block's share of the tokens: y[t] = sum over unmasked k, in k order,
+/// of fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16; the accumulator
+/// and the result stay in local memory, one staged row at a time. The routes and weights are
+/// read from global memory (written there by the host).
+template <Device Dev>
+struct ReduceTokens {
+  Dev device;
+  typename Dev::Symmetric symmetric;
+  Layout layout;
+  bf16* y;  // [num_tokens][hidden], global memory
+  int num_tokens;
+
+  void operator()(Block& block) {
+    const auto [begin, end] = block_range(num_tokens, block.index, block.count);
+    const bool pull = layout.combine_source == CombineSource::buffer;
+    const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
+    const std::size_t num_topk = static_cast<std::size_t>(layout.num_topk);
+    const std::byte* part = device.local(symmetric);
+    const std::span<float> acc = block.local.take<float>(hidden);  // [hidden] fp32
+    const std::span<bf16> out = block.local.take<bf16>(hidden);    // [hidden] the result
+    const std::size_t token_mark = block.local.mark();
+    for (std::int64_t t = begin; t < end; ++t) {
+      const int token = static_cast<int>(t);
+      block.local.rewind(token_mark);
+      const std::span<const Route> routes = device.stage_in(
+          block.local, reinterpret_cast<const Route*>(part + layout.route(token, 0)), num_topk);
+      const std::span<const float> weights = device.stage_in(
+          block.local, reinterpret_cast<const float*>(part + layout.topk_weight(token, 0)),
+          num_topk);
+      const std::size_t row_mark = block.local.mark();
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int k = 0; k < layout.num_topk; ++k) {
+        const Route route = routes[static_cast<std::size_t>(k)];
+        if (route.expert < 0) continue;
+        block.local.rewind(row_mark);
+        const std::span<const bf16> row =
+            pull ? device.template stage_in_peer<bf16>(
+                       block.local, symmetric, layout.home_rank(route.expert),
+                       layout.expert_out_row(layout.local_expert(route.expert), device.rank(),
+                                             route.slot),
+                       hidden)
+                 : device.stage_in(
+                       block.local,
+                       reinterpret_cast<const bf16*>(part + layout.combine_row(token, k)), hidden);
+        device.accumulate_weighted_row(acc, row, weights[static_cast<std::size_t>(k)]);
+      }
+      device.round_row_to_bf16(acc, out);
+      device.store(y + static_cast<std::size_t>(t) * hidden, std::span<const bf16>(out));
+    }
+  }
+};
+
 }  // namespace detail
 
 /// FusedCombine. Collective: every rank calls it after its dispatch on the same buffer. Writes
 /// y on this rank; deterministic bit for bit.
 ///
-/// `device` must be the device the buffer was made with (this rank).
+/// `device` must be the device the buffer was made with (this rank). `args.expert_out` and
+/// `args.y` are global memory (device memory on an NPU backend), `args.topk_weights` host
+/// memory (copied into the buffer).
 ///
 /// Errors (cmx::Error): invalid_argument (sizes, raised before anything is written; another
 /// rank's device), state (no dispatch before it), timeout (names the rank that never
@@ -105,7 +207,6 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
     const std::uint64_t sequence = state.begin_combine(rank);
     const int num_tokens = state.num_tokens;
     const std::vector<std::int32_t>& counts = state.received_counts;  // [E_local][W]
-    const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
 
     // Raises this rank's combine flag on every rank, with payload_of(that rank).
     const auto publish = [&](auto&& payload_of) {
@@ -115,42 +216,21 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
 
     // Steps 1-2 are published by step 3; if one fails, the peers get the failure payload.
     detail::before_publish(publish, [&] {
-      // 1. Check.
+      // 1. Check, then copy the weights where step 5's blocks read them.
       detail::check_combine_args(
           args, layout, num_tokens, rank,
           pull ? std::span<const bf16>(buffer.expert_out()) : std::span<const bf16>());
+      device.write_local(symmetric, layout.topk_weights_offset, std::as_bytes(args.topk_weights));
       if (pull) return;  // the rows stay where the caller wrote them
 
-      // 2. Return rows. Received rows, flattened over segments (e, src) in order, are split
-      //    evenly among blocks; segment_end[s] = rows in segments 0..s.
-      std::vector<std::int64_t> segment_end(counts.size());
+      // 2. Return rows.
       std::int64_t num_rows = 0;
-      for (std::size_t s = 0; s < counts.size(); ++s) segment_end[s] = num_rows += counts[s];
-      device.launch(detail::num_blocks_for(device, num_rows), [&](Block& block) {
-        const auto [begin, end] = detail::block_range(num_rows, block.index, block.count);
-        std::size_t segment = static_cast<std::size_t>(
-            std::upper_bound(segment_end.begin(), segment_end.end(), begin) - segment_end.begin());
-        for (std::int64_t row = begin; row < end; ++row) {
-          while (row >= segment_end[segment]) ++segment;
-          // segment = Layout::segment(local_expert, src)
-          const int local_expert = static_cast<int>(segment) / num_ranks;
-          const int src = static_cast<int>(segment) % num_ranks;
-          const int slot = static_cast<int>(row - (segment_end[segment] - counts[segment]));
-          block.local.reset();
-          const MessageMeta meta = device.stage_in(
-              block.local,
-              reinterpret_cast<const MessageMeta*>(device.local(symmetric) +
-                                                   layout.message(local_expert, src, slot) +
-                                                   layout.row_bytes),
-              1)[0];
-          const std::span<const bf16> out = device.stage_in(
-              block.local,
-              args.expert_out.data() + layout.message_index(local_expert, src, slot) * hidden,
-              hidden);
-          device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
-                     std::as_bytes(out));
-        }
-      });
+      for (const std::int32_t count : counts) num_rows += count;
+      device.write_local(symmetric, layout.received_counts_offset,
+                         std::as_bytes(std::span<const std::int32_t>(counts)));
+      device.launch(
+          detail::num_blocks_for(device, num_rows),
+          detail::ReturnRows<Dev>{device, symmetric, layout, args.expert_out.data(), num_rows});
     });
 
     // 3. Publish: each source rank learns how many of its rows this rank returned (push) or
@@ -174,39 +254,9 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
                            " returned ", returned, " rows, ", expected, " were sent to it");
     }
 
-    // 5. Reduce each token's rows in k order: the accumulator and the result stay in local
-    //    memory, one staged row at a time.
-    const std::vector<std::int32_t>& slots = state.slots;      // [T][K], -1 = masked
-    const std::vector<std::int32_t>& experts = state.experts;  // [T][K], -1 = masked
-    device.launch(detail::num_blocks_for(device, num_tokens), [&](Block& block) {
-      const auto [begin, end] = detail::block_range(num_tokens, block.index, block.count);
-      const std::span<float> acc = block.local.take<float>(hidden);  // [hidden] fp32
-      const std::span<bf16> out = block.local.take<bf16>(hidden);    // [hidden] the result
-      const std::size_t row_mark = block.local.mark();
-      for (std::int64_t t = begin; t < end; ++t) {
-        std::fill(acc.begin(), acc.end(), 0.0f);
-        for (int k = 0; k < layout.num_topk; ++k) {
-          const std::size_t choice = static_cast<std::size_t>(t) * layout.num_topk + k;
-          if (slots[choice] < 0) continue;
-          block.local.rewind(row_mark);
-          const int expert = experts[choice];
-          const std::span<const bf16> row =
-              pull ? device.template stage_in_peer<bf16>(
-                         block.local, symmetric, layout.home_rank(expert),
-                         layout.expert_out_row(layout.local_expert(expert), rank, slots[choice]),
-                         hidden)
-                   : device.stage_in(
-                         block.local,
-                         reinterpret_cast<const bf16*>(device.local(symmetric) +
-                                                       layout.combine_row(static_cast<int>(t), k)),
-                         hidden);
-          device.accumulate_weighted_row(acc, row, args.topk_weights[choice]);
-        }
-        device.round_row_to_bf16(acc, out);
-        device.store(args.y.data() + static_cast<std::size_t>(t) * hidden,
-                     std::span<const bf16>(out));
-      }
-    });
+    // 5. Reduce each token's rows in k order.
+    device.launch(detail::num_blocks_for(device, num_tokens),
+                  detail::ReduceTokens<Dev>{device, symmetric, layout, args.y.data(), num_tokens});
 
     state.phase = Phase::idle;
   });

@@ -8,10 +8,11 @@
 //      payload, so they fail at once instead of timing out.
 //   2. Plan: walk the tokens in order and give choice (t, k) the next slot of segment
 //      (expert, this rank). A slot depends on this rank's routing only: no rank waits to plan,
-//      and rows arrive ordered by (source rank, source token) by construction.
-//   3. Send, in blocks over tokens: stage the bf16 row, quantize it once into a message tile in
-//      local memory (row, then MessageMeta), and put that tile into each chosen expert's
-//      segment on its rank, rewriting only the meta's k between copies.
+//      and rows arrive ordered by (source rank, source token) by construction. The plan is
+//      copied into the buffer (Layout::routes), where the blocks of step 3 and combine read it.
+//   3. Send, in blocks over tokens (detail::SendTokens): stage the bf16 row, quantize it once
+//      into a message tile in local memory (row, then MessageMeta), and put that tile into
+//      each chosen expert's segment on its rank, rewriting only the meta's k between copies.
 //   4. Publish, after the launch has joined: signal flag (expert, this rank) on every rank for
 //      every expert, with the count sent (also 0), sequence seq.
 //   5. Receive: wait for the flag of every (local expert, source rank); the payload is the
@@ -81,13 +82,70 @@ inline void check_dispatch_args(const DispatchArgs& args, const Config& config, 
   }
 }
 
+/// Step 3 of dispatch, one block's share of the tokens: stage each token's bf16 row, quantize
+/// it once into a message tile in local memory (row, then MessageMeta), and put that tile into
+/// each chosen expert's segment on its rank, rewriting only the meta's k between copies.
+/// Plain data: the tokens and the plan are read from global memory (the plan, Layout::routes,
+/// was written there by the host), so a backend may run it on an NPU's cores.
+template <Device Dev>
+struct SendTokens {
+  Dev device;
+  typename Dev::Symmetric symmetric;
+  Layout layout;
+  DispatchPrecision precision;
+  const bf16* x;  // [num_tokens][hidden], global memory
+  int num_tokens;
+
+  void operator()(Block& block) {
+    const auto [begin, end] = block_range(num_tokens, block.index, block.count);
+    const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
+    const std::size_t data_bytes =
+        hidden * (precision == DispatchPrecision::int8 ? 1 : sizeof(bf16));
+    // [row_bytes | MessageMeta]; the row's padding is zeroed once, so every byte sent is
+    // defined and the receive area is the same whatever ran on this core before.
+    const std::span<std::byte> message = block.local.take<std::byte>(layout.message_bytes);
+    std::fill(message.begin() + static_cast<std::ptrdiff_t>(data_bytes),
+              message.begin() + static_cast<std::ptrdiff_t>(layout.row_bytes), std::byte{0});
+    const std::size_t tile_mark = block.local.mark();
+    const std::byte* part = device.local(symmetric);
+    for (std::int64_t t = begin; t < end; ++t) {
+      block.local.rewind(tile_mark);
+      const int token = static_cast<int>(t);
+      const std::span<const Route> routes = device.stage_in(
+          block.local, reinterpret_cast<const Route*>(part + layout.route(token, 0)),
+          static_cast<std::size_t>(layout.num_topk));
+      const bf16* row = x + static_cast<std::size_t>(t) * hidden;
+      MessageMeta meta{};
+      meta.src_token = token;
+      if (precision == DispatchPrecision::int8) {
+        meta.scale = device.quantize_row_int8(
+            device.stage_in(block.local, row, hidden),
+            std::span<std::int8_t>(reinterpret_cast<std::int8_t*>(message.data()), hidden));
+      } else {
+        device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
+        meta.scale = 1.0f;
+      }
+      for (int k = 0; k < layout.num_topk; ++k) {
+        const Route route = routes[static_cast<std::size_t>(k)];
+        if (route.expert < 0) continue;
+        meta.topk_slot = k;
+        std::memcpy(message.data() + layout.row_bytes, &meta, sizeof(meta));
+        device.put(symmetric, layout.home_rank(route.expert),
+                   layout.message(layout.local_expert(route.expert), device.rank(), route.slot),
+                   message);
+      }
+    }
+  }
+};
+
 }  // namespace detail
 
 /// FusedDispatch. Collective: every rank of the buffer's world calls it, then combine. Returns
 /// a view of what this rank received (valid until its combine). Deterministic: the received
 /// bytes do not depend on thread counts, rank speeds or arrival order.
 ///
-/// `device` must be the device the buffer was made with (this rank).
+/// `device` must be the device the buffer was made with (this rank). `args.x` is global memory
+/// (device memory on an NPU backend), `args.topk_idx` host memory (the host plans from it).
 ///
 /// Errors (cmx::Error), all raised before this rank writes anything: capacity (num_tokens >
 /// max_tokens_per_rank), invalid_argument (sizes, negative num_tokens, expert id outside
@@ -105,7 +163,7 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
     const int num_topk = config.num_topk;
     detail::CallState& state = detail::BufferAccess::state(buffer);
     const std::uint64_t sequence = state.begin_dispatch(rank, args.num_tokens);
-    std::vector<std::int32_t>& slots = state.slots;           // [T][K]
+    std::vector<Route>& routes = state.routes;                // [T][K]
     std::vector<std::int32_t>& sent = state.sent_per_expert;  // [num_experts]
 
     // Raises flag (e, this rank) on every rank for every expert e, with payload_of(e).
@@ -122,52 +180,21 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
       // 1. Check.
       detail::check_dispatch_args(args, config, rank);
 
-      // 2. Plan: slot of each choice within its (expert, this rank) segment.
+      // 2. Plan: slot of each choice within its (expert, this rank) segment, then copy the
+      //    plan where the blocks read it.
       std::fill(sent.begin(), sent.end(), 0);
-      for (int t = 0; t < args.num_tokens; ++t)
-        for (int k = 0; k < num_topk; ++k) {
-          const std::size_t choice = static_cast<std::size_t>(t * num_topk + k);
-          const std::int32_t expert = args.topk_idx[choice];
-          slots[choice] = expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++;
-          state.experts[choice] = expert;
-        }
+      const std::size_t num_choices = static_cast<std::size_t>(args.num_tokens) * num_topk;
+      for (std::size_t choice = 0; choice < num_choices; ++choice) {
+        const std::int32_t expert = args.topk_idx[choice];
+        routes[choice] = {expert, expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++};
+      }
+      device.write_local(symmetric, layout.routes_offset,
+                         std::as_bytes(std::span<const Route>(routes.data(), num_choices)));
 
       // 3. Send: one quantization per token, one put per chosen expert.
-      const std::size_t hidden = static_cast<std::size_t>(config.hidden);
-      const std::size_t data_bytes =
-          hidden * (config.precision == DispatchPrecision::int8 ? 1 : sizeof(bf16));
-      device.launch(detail::num_blocks_for(device, args.num_tokens), [&](Block& block) {
-        const auto [begin, end] = detail::block_range(args.num_tokens, block.index, block.count);
-        // [row_bytes | MessageMeta]; the row's padding is zeroed once, so every byte sent is
-        // defined and the receive area is the same whatever ran on this thread before.
-        const std::span<std::byte> message = block.local.take<std::byte>(layout.message_bytes);
-        std::fill(message.begin() + static_cast<std::ptrdiff_t>(data_bytes),
-                  message.begin() + static_cast<std::ptrdiff_t>(layout.row_bytes), std::byte{0});
-        const std::size_t tile_mark = block.local.mark();
-        for (std::int64_t t = begin; t < end; ++t) {
-          block.local.rewind(tile_mark);
-          const bf16* row = args.x.data() + static_cast<std::size_t>(t) * hidden;
-          MessageMeta meta{};
-          meta.src_token = static_cast<std::int32_t>(t);
-          if (config.precision == DispatchPrecision::int8) {
-            meta.scale = device.quantize_row_int8(
-                device.stage_in(block.local, row, hidden),
-                std::span<std::int8_t>(reinterpret_cast<std::int8_t*>(message.data()), hidden));
-          } else {
-            device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
-            meta.scale = 1.0f;
-          }
-          for (int k = 0; k < num_topk; ++k) {
-            const std::size_t choice = static_cast<std::size_t>(t) * num_topk + k;
-            const std::int32_t expert = args.topk_idx[choice];
-            if (expert < 0) continue;
-            meta.topk_slot = k;
-            std::memcpy(message.data() + layout.row_bytes, &meta, sizeof(meta));
-            device.put(symmetric, layout.home_rank(expert),
-                       layout.message(layout.local_expert(expert), rank, slots[choice]), message);
-          }
-        }
-      });
+      device.launch(detail::num_blocks_for(device, args.num_tokens),
+                    detail::SendTokens<Dev>{device, symmetric, layout, config.precision,
+                                            args.x.data(), args.num_tokens});
     });
 
     // 4. Publish every count, zeros included, now that all rows are written.

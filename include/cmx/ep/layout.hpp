@@ -23,6 +23,14 @@ struct MessageMeta {
 };
 static_assert(sizeof(MessageMeta) == kTileAlignment, "the metadata is one 32-byte DMA unit");
 
+/// Where choice (t, k) of a rank's dispatch went: the plan the host makes, copied into the
+/// buffer so that the blocks (an NPU's cores on Ascend) read it from global memory.
+struct Route {
+  std::int32_t expert;  ///< global expert id; -1 = no expert (masked)
+  std::int32_t slot;    ///< row of segment (expert, this rank) on the expert's rank; -1 = masked
+};
+static_assert(sizeof(Route) == 8, "two int32, no padding");
+
 /// Where everything lives in the symmetric part of each rank (identical on every rank). All
 /// offsets are in bytes from the start of the part, and 32-byte aligned.
 ///
@@ -38,12 +46,17 @@ static_assert(sizeof(MessageMeta) == kTileAlignment, "the metadata is one 32-byt
 ///   | expert_out     | [num_local_experts][num_ranks][max_tokens_per_rank] rows of H bf16: |
 ///   |                |   this rank's expert outputs, at message_index(e, s, slot), read by  |
 ///   |                |   their source rank s. CombineSource::buffer only                    |
+///   | routes         | [max_tokens_per_rank][num_topk] Route: this rank's dispatch plan     |
+///   | topk_weights   | [max_tokens_per_rank][num_topk] float: this rank's combine weights   |
+///   | received_counts| [num_local_experts][num_ranks] int32: rows received per segment      |
 ///   +----------------+--------------------------------------------------------------------+
 ///
 /// NOTES: segment (local expert e, source rank s) of `messages` is written only by rank s, in
 /// its token order, so no two ranks ever write the same bytes and the receive order is
 /// (source rank, source token) by construction. Row (t, k) of `combine_rows` is written only
-/// by the rank hosting expert topk_idx[t, k]; `expert_out` only by its own rank.
+/// by the rank hosting expert topk_idx[t, k]; `expert_out` only by its own rank. The last three
+/// regions are private to their rank: its host writes them (Device::write_local) before the
+/// launch whose blocks read them.
 struct Layout {
   /// The layout of a valid `config` (see validate()) on `num_ranks` ranks.
   Layout(const Config& config, int num_ranks) noexcept
@@ -76,6 +89,12 @@ struct Layout {
                                    static_cast<std::size_t>(num_topk) * combine_row_bytes
                              : 0);
     expert_out_offset = carve(rows_come_back ? 0 : num_messages() * combine_row_bytes);
+    const std::size_t num_choices =
+        static_cast<std::size_t>(max_tokens_per_rank) * static_cast<std::size_t>(num_topk);
+    routes_offset = carve(num_choices * sizeof(Route));
+    topk_weights_offset = carve(num_choices * sizeof(float));
+    received_counts_offset = carve(static_cast<std::size_t>(num_local_experts) *
+                                   static_cast<std::size_t>(num_ranks) * sizeof(std::int32_t));
     total_bytes = offset;
   }
 
@@ -99,15 +118,25 @@ struct Layout {
   }
   /// The returned expert output for choice `k` of source token `token`.
   std::size_t combine_row(int token, int k) const noexcept {
-    return combine_rows_offset +
-           (static_cast<std::size_t>(token) * static_cast<std::size_t>(num_topk) +
-            static_cast<std::size_t>(k)) *
-               combine_row_bytes;
+    return combine_rows_offset + choice(token, k) * combine_row_bytes;
   }
   /// Expert output `slot` of segment (local_expert, src_rank) in this rank's expert_out region
   /// (CombineSource::buffer).
   std::size_t expert_out_row(int local_expert, int src_rank, int slot) const noexcept {
     return expert_out_offset + message_index(local_expert, src_rank, slot) * combine_row_bytes;
+  }
+  /// The Route of choice `k` of token `token` (this rank's dispatch).
+  std::size_t route(int token, int k) const noexcept {
+    return routes_offset + choice(token, k) * sizeof(Route);
+  }
+  /// The combine weight of choice `k` of token `token`.
+  std::size_t topk_weight(int token, int k) const noexcept {
+    return topk_weights_offset + choice(token, k) * sizeof(float);
+  }
+  /// Index of choice (token, k) in [max_tokens_per_rank][num_topk] arrays.
+  std::size_t choice(int token, int k) const noexcept {
+    return static_cast<std::size_t>(token) * static_cast<std::size_t>(num_topk) +
+           static_cast<std::size_t>(k);
   }
   /// Messages (rows) in the whole receive area: num_local_experts * num_ranks * capacity.
   std::size_t num_messages() const noexcept {
@@ -144,7 +173,10 @@ struct Layout {
   std::size_t messages_offset = 0;
   std::size_t combine_rows_offset = 0;  // an empty region unless CombineSource::caller_memory
   std::size_t expert_out_offset = 0;    // an empty region unless CombineSource::buffer
-  std::size_t total_bytes = 0;          // per rank
+  std::size_t routes_offset = 0;
+  std::size_t topk_weights_offset = 0;
+  std::size_t received_counts_offset = 0;
+  std::size_t total_bytes = 0;  // per rank
 };
 
 }  // namespace cmx::ep

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 #include "cmx/backend/mpi/world_state.hpp"
@@ -50,6 +51,16 @@ class Device : public tbb_backend::detail::CpuDevice {
   }
 
   std::byte* local(const Symmetric& sym) const noexcept { return part(sym, rank()); }
+
+  void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> source) {
+    check_access(sym, rank(), offset, source.size(), "write_local", false);
+    if (!source.empty()) std::memcpy(local(sym) + offset, source.data(), source.size());
+  }
+
+  void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
+    check_access(sym, rank(), offset, out.size(), "read_local", false);
+    if (!out.empty()) std::memcpy(out.data(), local(sym) + offset, out.size());
+  }
 
   /// A plain (or streaming) store into a mapped peer's part; MPI_Put to any other.
   void put(const Symmetric& sym, int dst_rank, std::size_t offset,
@@ -115,9 +126,9 @@ class Device : public tbb_backend::detail::CpuDevice {
   }
 
   void check_access(const Symmetric& sym, int rank, std::size_t offset, std::size_t bytes,
-                    const char* what) const {
+                    const char* what, bool dma_granularity = true) const {
     CpuDevice::check_access(sym.window != nullptr, sym.bytes, world_size(), rank, offset, bytes,
-                            what);
+                            what, dma_granularity);
   }
 
   detail::WorldState* world_;

@@ -145,15 +145,19 @@ class CpuDevice {
   /// of `bytes` at `offset` of `rank`'s part (`part_bytes` long) of a symmetric allocation
   /// (`allocated` false: an empty handle) is 32-byte aligned and sized, names a rank of the
   /// world, and stays inside the part. Throws cmx::Error naming `what` otherwise.
+  /// `dma_granularity`: offset and size must be multiples of kTileAlignment (every access but
+  /// the host's write_local and read_local).
   static void check_access(bool allocated, std::size_t part_bytes, int world_size, int rank,
-                           std::size_t offset, std::size_t bytes, const char* what) {
+                           std::size_t offset, std::size_t bytes, const char* what,
+                           bool dma_granularity = true) {
     cmx::detail::require(allocated, ErrorCode::invalid_argument, what,
                          ": symmetric allocation is empty");
     cmx::detail::require(rank >= 0 && rank < world_size, ErrorCode::invalid_argument, what,
                          ": rank ", rank, " out of range [0, ", world_size, ")");
-    cmx::detail::require(offset % kTileAlignment == 0 && bytes % kTileAlignment == 0,
-                         ErrorCode::invalid_argument, what, ": offset ", offset, " and size ",
-                         bytes, " must be multiples of ", kTileAlignment, " B");
+    cmx::detail::require(
+        !dma_granularity || (offset % kTileAlignment == 0 && bytes % kTileAlignment == 0),
+        ErrorCode::invalid_argument, what, ": offset ", offset, " and size ", bytes,
+        " must be multiples of ", kTileAlignment, " B");
     cmx::detail::require(offset <= part_bytes && bytes <= part_bytes - offset, ErrorCode::capacity,
                          what, ": [", offset, ", ", offset + bytes,
                          ") is outside the symmetric part of ", part_bytes, " B");

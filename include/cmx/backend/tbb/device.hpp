@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 
 #include "cmx/backend/tbb/cpu_device.hpp"
@@ -44,6 +45,16 @@ class Device : public detail::CpuDevice {
   }
 
   std::byte* local(const Symmetric& sym) const noexcept { return part(sym, rank_); }
+
+  void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> source) {
+    check_access(sym, rank_, offset, source.size(), "write_local", false);
+    if (!source.empty()) std::memcpy(local(sym) + offset, source.data(), source.size());
+  }
+
+  void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
+    check_access(sym, rank_, offset, out.size(), "read_local", false);
+    if (!out.empty()) std::memcpy(out.data(), local(sym) + offset, out.size());
+  }
 
   void put(const Symmetric& sym, int dst_rank, std::size_t offset,
            std::span<const std::byte> source) {
@@ -104,9 +115,9 @@ class Device : public detail::CpuDevice {
   }
 
   void check_access(const Symmetric& sym, int rank, std::size_t offset, std::size_t bytes,
-                    const char* what) const {
+                    const char* what, bool dma_granularity = true) const {
     CpuDevice::check_access(sym.allocation != nullptr, sym.bytes, world_size(), rank, offset, bytes,
-                            what);
+                            what, dma_granularity);
   }
 
   detail::WorldState* world_;
