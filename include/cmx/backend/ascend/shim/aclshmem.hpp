@@ -90,6 +90,19 @@ inline void* aclshmem_ptr(void* ptr, int pe) {
   return context.machine->symmetric_peer(ptr, context.npu, pe);
 }
 
+/// Host, collective: returns once every PE has called it, with every PE's earlier stores and
+/// puts to symmetric memory complete and visible (OpenSHMEM's shmem_barrier_all, of which it is
+/// the CANN form: https://aclshmem-docs.pages.dev/python_api.html). In the simulation kernels
+/// are synchronous, so their puts are complete when the host calls it. Throws
+/// cmx::Error(timeout) past the machine's timeout, cmx::Error(peer_failed) if another PE
+/// failed, cmx::Error(state) from a kernel or a thread of no emulated NPU.
+inline void aclshmem_barrier_all() {
+  auto& context = cmx::ascend_sim::detail::require_machine("aclshmem_barrier_all");
+  cmx::detail::require(context.core == nullptr, cmx::ErrorCode::state,
+                       "aclshmem_barrier_all: the host form, called from a kernel");
+  context.machine->host_barrier(context.npu);
+}
+
 // ---- Device: signals ---------------------------------------------------------------------------
 
 namespace cmx::ascend_sim::detail {

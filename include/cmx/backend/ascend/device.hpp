@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: Apache-2.0
+// cmx::ascend::Device: the device trait on an Ascend NPU. A rank is an NPU (a CANN SHMEM PE),
+// a block an AIV core, local memory the core's Unified Buffer, symmetric memory the SHMEM heap,
+// and a peer write an AIV-Direct DMA into the address aclshmem_ptr gives for the peer.
+//
+// The hardware's rules live here, not in the kernels:
+//   - every DMA is whole 32-byte units at 32-byte-aligned addresses (DataCopy), except the
+//     host's plan copies and staged tiles of other sizes, which go through DataCopyPad;
+//   - a block's local memory is kLocalMemoryBytes of UB, taken from the core's 192 KB;
+//   - the vector and scalar writes of a tile are complete before a DMA reads it
+//     (PipeBarrier<PIPE_ALL>), and a DMA out completes before the tile may be rewritten
+//     (PipeBarrier<PIPE_MTE3>); a DMA in completes before the tile is read;
+//   - a flag is one 32-byte slot {int32 sequence, int32 payload, zeros}, written by one DMA
+//     after the data it publishes is complete, polled through the data cache with
+//     DataCacheCleanAndInvalid before every look (aclshmem_signal_wait_until), never cleared:
+//     sequences only grow.
+//
+// Host and cores: a Device is a small trivially copyable object. The host calls allocate,
+// write_local, read_local, signal, wait, barrier and launch; a launch copies the kernel object
+// (which holds a copy of the Device) into global memory, and each core runs it from a copy.
+// The row operations, staging and puts run on the cores. Signals and waits, which the trait
+// makes the host's, are one-core kernels here (RaiseFlag, AwaitFlag): correct, but a launch
+// each; publishing from inside the send kernel is the step that makes it fast.
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+#include <type_traits>
+#include <vector>
+
+#include "cmx/backend/ascend/toolkit.hpp"
+#include "cmx/core/bf16.hpp"
+#include "cmx/core/error.hpp"
+#include "cmx/core/local_arena.hpp"
+#include "cmx/core/quantize.hpp"
+#include "cmx/device/device.hpp"
+
+namespace cmx::ascend {
+
+class Device;
+
+namespace detail {
+
+/// UB of one core: the kernel object's copy, then the block's local memory.
+inline constexpr std::size_t kUbBytes = 192 * 1024;
+/// UB a kernel object may take (its copy from global memory).
+inline constexpr std::size_t kKernelObjectBytes = 1024;
+
+/// What an NPU's host keeps for its Device: owned by cmx::ascend::World, never touched by a
+/// core (a core's copy of the Device carries the pointer without following it).
+struct HostState {
+  int rank = 0;
+  int world_size = 1;
+  int max_blocks = 1;
+  void* kernel_object = nullptr;    // GM: the copy of the kernel object a launch runs
+  std::int32_t* awaited = nullptr;  // GM, 32 B: the payload AwaitFlag read
+};
+
+/// Throws cmx::Error(state) naming `what` unless an ACL call returned ACL_SUCCESS.
+inline void check_acl(aclError status, const char* what) {
+  cmx::detail::require(status == ACL_SUCCESS, ErrorCode::state, what, " failed with aclError ",
+                       static_cast<int>(status));
+}
+
+template <class Kernel>
+void run_kernel(GM_ADDR kernel_object);
+
+}  // namespace detail
+
+/// One NPU of a cmx::ascend::World, as the kernels see it (cmx::Device; each member's contract
+/// is documented in cmx/device/device.hpp). Trivially copyable; valid while its World lives.
+class Device {
+ public:
+  /// Bytes of a block's local memory: the UB left after the kernel object's copy, rounded down
+  /// to 32 KiB steps (combine's reduction needs 128 KiB at hidden 16384).
+  static constexpr std::size_t kLocalMemoryBytes = 160 * 1024;
+  static_assert(kLocalMemoryBytes + detail::kKernelObjectBytes <= detail::kUbBytes);
+
+  /// A symmetric allocation: this NPU's address of it in the SHMEM heap (the same offset on
+  /// every PE; aclshmem_ptr gives a peer's).
+  struct Symmetric {
+    std::byte* base = nullptr;
+    std::size_t bytes = 0;  // per rank
+  };
+
+  explicit Device(detail::HostState& host) noexcept
+      : rank_(host.rank),
+        world_size_(host.world_size),
+        max_blocks_(host.max_blocks),
+        host_(&host) {}
+
+  int rank() const noexcept { return rank_; }
+  int world_size() const noexcept { return world_size_; }
+  /// The AIV cores a launch may use (WorldConfig::max_blocks).
+  int max_blocks() const noexcept { return max_blocks_; }
+
+  // ---- Host ------------------------------------------------------------------------------
+
+  /// aclshmem_malloc, zero-filled (the library leaves it uninitialized), then a barrier so no
+  /// peer writes into it before the zeros.
+  Symmetric allocate_symmetric(std::size_t bytes) {
+    auto* base = static_cast<std::byte*>(aclshmem_malloc(bytes == 0 ? kTileAlignment : bytes));
+    cmx::detail::require(base != nullptr, ErrorCode::capacity, "rank ", rank_,
+                         ": aclshmem_malloc of ", bytes, " B failed (the SHMEM heap is full)");
+    const Symmetric sym{base, bytes};
+    const std::vector<std::byte> zeros(bytes);
+    write_local(sym, 0, zeros);
+    barrier();
+    return sym;
+  }
+
+  std::byte* local(const Symmetric& sym) const noexcept { return sym.base; }
+
+  void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> source) {
+    check_range(sym, offset, source.size(), "write_local");
+    if (source.empty()) return;
+    detail::check_acl(aclrtMemcpy(sym.base + offset, sym.bytes - offset, source.data(),
+                                  source.size(), ACL_MEMCPY_HOST_TO_DEVICE),
+                      "write_local: aclrtMemcpy");
+  }
+
+  void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
+    check_range(sym, offset, out.size(), "read_local");
+    if (out.empty()) return;
+    detail::check_acl(aclrtMemcpy(out.data(), out.size(), sym.base + offset, out.size(),
+                                  ACL_MEMCPY_DEVICE_TO_HOST),
+                      "read_local: aclrtMemcpy");
+  }
+
+  /// A one-core kernel that writes the flag slot {seq, payload} into `dst_rank`'s part with
+  /// one DMA. Every earlier launch of this NPU has completed, so its puts precede the flag.
+  /// The sequence and the payload must fit int32 (cmx::Error(invalid_argument) otherwise).
+  void signal(const Symmetric& sym, int dst_rank, std::size_t offset, std::uint64_t sequence,
+              std::int64_t payload);
+
+  /// A one-core kernel that polls the flag with aclshmem_signal_wait_until (each look
+  /// invalidates its cache line first) and leaves the payload for the host. Past the timeout,
+  /// cmx::Error(timeout) naming this rank and `site`.
+  std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t sequence,
+                    const WaitSite& site);
+
+  /// aclshmem_barrier_all: every NPU arrives, and their puts are complete, before any leaves.
+  void barrier() { aclshmem_barrier_all(); }
+
+  /// Copies `kernel` (trivially copyable: it reaches memory only through the Device it holds
+  /// as its member `device`, global memory and Block::local) into global memory and runs it on
+  /// `num_blocks` AIV cores (1 ... max_blocks()), returning when all are done.
+  template <class Kernel>
+  void launch(int num_blocks, const Kernel& kernel);
+
+  // ---- Cores -----------------------------------------------------------------------------
+
+  /// The peer write: one DMA from this core's UB into `dst_rank`'s part, complete on return.
+  void put(const Symmetric& sym, int dst_rank, std::size_t offset,
+           std::span<const std::byte> source) {
+    check_dma_range(sym, dst_rank, offset, source.size(), "put");
+    copy_out(aclshmem_ptr(sym.base + offset, dst_rank), source);
+  }
+
+  /// The peer read: one DMA from `src_rank`'s part into a tile of UB.
+  template <class T>
+  std::span<const T> stage_in_peer(LocalArena& local, const Symmetric& sym, int src_rank,
+                                   std::size_t offset, std::size_t count) {
+    check_dma_range(sym, src_rank, offset, count * sizeof(T), "stage_in_peer");
+    const std::span<T> tile = local.take<T>(count);
+    copy_in(std::as_writable_bytes(tile), aclshmem_ptr(sym.base + offset, src_rank));
+    return tile;
+  }
+
+  template <class T>
+  std::span<const T> stage_in(LocalArena& local, const T* ptr, std::size_t count) {
+    const std::span<T> tile = local.take<T>(count);
+    copy_in(std::as_writable_bytes(tile), ptr);
+    return tile;
+  }
+
+  template <class T>
+  void load(std::span<T> tile, const T* ptr) {
+    copy_in(std::as_writable_bytes(tile), ptr);
+  }
+
+  template <class T>
+  void store(T* ptr, std::span<const T> tile) {
+    copy_out(ptr, std::as_bytes(tile));
+  }
+
+  float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) {
+    return cmx::quantize_row_int8(row, out);
+  }
+  void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row, float weight) {
+    cmx::accumulate_weighted_row(acc, row, weight);
+  }
+  void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) {
+    cmx::round_row_to_bf16(in, out);
+  }
+
+ private:
+  template <class Kernel>
+  friend void detail::run_kernel(GM_ADDR kernel_object);
+
+  void check_range(const Symmetric& sym, std::size_t offset, std::size_t bytes,
+                   const char* what) const {
+    cmx::detail::require(sym.base != nullptr, ErrorCode::invalid_argument, what,
+                         ": symmetric allocation is empty");
+    cmx::detail::require(offset <= sym.bytes && bytes <= sym.bytes - offset, ErrorCode::capacity,
+                         what, ": [", offset, ", ", offset + bytes,
+                         ") is outside the symmetric part of ", sym.bytes, " B");
+  }
+  void check_dma_range(const Symmetric& sym, int rank, std::size_t offset, std::size_t bytes,
+                       const char* what) const {
+    check_range(sym, offset, bytes, what);
+    cmx::detail::require(rank >= 0 && rank < world_size_, ErrorCode::invalid_argument, what,
+                         ": rank ", rank, " out of range [0, ", world_size_, ")");
+    cmx::detail::require(offset % kTileAlignment == 0 && bytes % kTileAlignment == 0,
+                         ErrorCode::invalid_argument, what, ": offset ", offset, " and size ",
+                         bytes, " must be multiples of ", kTileAlignment, " B");
+  }
+
+  /// `tile` (this core's local memory) as a UB tensor of bytes.
+  AscendC::LocalTensor<uint8_t> ub_bytes(std::span<const std::byte> tile) const {
+    const std::ptrdiff_t offset = tile.data() - local_base_;
+    cmx::detail::require(
+        local_base_ != nullptr && offset >= 0 &&
+            static_cast<std::size_t>(offset) + tile.size() <= kLocalMemoryBytes,
+        ErrorCode::invalid_argument,
+        "ascend::Device: a DMA's UB side must be a tile of the block's local memory");
+    return local_.Get<uint8_t>()[static_cast<uint32_t>(offset)];
+  }
+
+  /// GM -> UB, complete on return. DataCopy for whole 32-byte units at an aligned address,
+  /// DataCopyPad otherwise.
+  void copy_in(std::span<std::byte> tile, const void* global) {
+    if (tile.empty()) return;
+    AscendC::GlobalTensor<uint8_t> source;
+    source.SetGlobalBuffer(static_cast<__gm__ uint8_t*>(const_cast<void*>(global)), tile.size());
+    const AscendC::LocalTensor<uint8_t> destination = ub_bytes(tile);
+    const auto bytes = static_cast<uint32_t>(tile.size());
+    if (bytes % kTileAlignment == 0 &&
+        reinterpret_cast<std::uintptr_t>(global) % kTileAlignment == 0)
+      AscendC::DataCopy(destination, source, bytes);
+    else
+      AscendC::DataCopyPad(destination, source, AscendC::DataCopyExtParams{1, bytes, 0, 0, 0},
+                           AscendC::DataCopyPadExtParams<uint8_t>{});
+    AscendC::PipeBarrier<PIPE_ALL>();  // the DMA in is complete before the tile is read
+  }
+
+  /// UB -> GM, complete on return (the tile may be rewritten at once).
+  void copy_out(void* global, std::span<const std::byte> tile) {
+    if (tile.empty()) return;
+    AscendC::GlobalTensor<uint8_t> destination;
+    destination.SetGlobalBuffer(static_cast<__gm__ uint8_t*>(global), tile.size());
+    const AscendC::LocalTensor<uint8_t> source = ub_bytes(tile);
+    const auto bytes = static_cast<uint32_t>(tile.size());
+    AscendC::PipeBarrier<PIPE_ALL>();  // the tile's vector and scalar writes are complete
+    if (bytes % kTileAlignment == 0 &&
+        reinterpret_cast<std::uintptr_t>(global) % kTileAlignment == 0)
+      AscendC::DataCopy(destination, source, bytes);
+    else
+      AscendC::DataCopyPad(destination, source, AscendC::DataCopyExtParams{1, bytes, 0, 0, 0});
+    AscendC::PipeBarrier<PIPE_MTE3>();
+  }
+
+  int rank_;
+  int world_size_;
+  int max_blocks_;
+  detail::HostState* host_;  // host only
+  // Set on a core by run_kernel: the UB buffer of the block's local memory.
+  AscendC::TBuf<AscendC::TPosition::VECCALC> local_{};
+  const std::byte* local_base_ = nullptr;
+};
+
+namespace detail {
+
+/// A flag slot as one DMA writes it.
+struct FlagSlot {
+  std::int32_t sequence;
+  std::int32_t payload;
+  std::int32_t zeros[6];
+};
+static_assert(sizeof(FlagSlot) == kFlagBytes);
+
+/// One core: writes {sequence, payload} into the flag at `offset` of `dst_rank`'s part.
+struct RaiseFlag {
+  Device device;
+  Device::Symmetric symmetric;
+  std::size_t offset;
+  int dst_rank;
+  std::int32_t sequence;
+  std::int32_t payload;
+
+  void operator()(Block& block) {
+    const std::span<FlagSlot> slot = block.local.take<FlagSlot>(1);
+    slot[0] = FlagSlot{sequence, payload, {}};
+    device.put(symmetric, dst_rank, offset, std::as_bytes(slot));
+  }
+};
+
+/// One core: polls this rank's flag at `flag` until its sequence is >= `sequence`, then writes
+/// its payload to `awaited` for the host.
+struct AwaitFlag {
+  Device device;
+  std::byte* flag;  // GM of this rank
+  std::int32_t sequence;
+  std::int32_t* awaited;  // GM
+
+  void operator()(Block&) {
+    auto* word = reinterpret_cast<__gm__ std::int32_t*>(flag);
+    aclshmem_signal_wait_until(word, ACLSHMEM_CMP_GE, sequence);
+    AscendC::GlobalTensor<std::int32_t> slot;
+    slot.SetGlobalBuffer(word, kFlagBytes / sizeof(std::int32_t));
+    AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(slot);
+    const std::int32_t payload = slot.GetValue(1);
+    AscendC::GlobalTensor<std::int32_t> result;
+    result.SetGlobalBuffer(awaited, 1);
+    result.SetValue(0, payload);
+    AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(result);
+  }
+};
+
+/// The body of every cmx kernel on a core: copies the kernel object from global memory into
+/// UB, gives the core's Device its local memory, and runs the block.
+template <class Kernel>
+void run_kernel(GM_ADDR kernel_object) {
+  AscendC::TPipe pipe;
+  AscendC::TBuf<AscendC::TPosition::VECCALC> object_buffer;
+  AscendC::TBuf<AscendC::TPosition::VECCALC> local_buffer;
+  pipe.InitBuffer(object_buffer, static_cast<uint32_t>(kKernelObjectBytes));
+  pipe.InitBuffer(local_buffer, static_cast<uint32_t>(Device::kLocalMemoryBytes));
+
+  AscendC::GlobalTensor<uint8_t> source;
+  source.SetGlobalBuffer(kernel_object, sizeof(Kernel));
+  const AscendC::LocalTensor<uint8_t> staged = object_buffer.Get<uint8_t>();
+  AscendC::DataCopyPad(
+      staged, source, AscendC::DataCopyExtParams{1, static_cast<uint32_t>(sizeof(Kernel)), 0, 0, 0},
+      AscendC::DataCopyPadExtParams<uint8_t>{});
+  AscendC::PipeBarrier<PIPE_ALL>();
+  std::array<std::byte, sizeof(Kernel)> bytes;
+  std::memcpy(bytes.data(), staged.GetPhyAddr(), sizeof(Kernel));
+  Kernel kernel = std::bit_cast<Kernel>(bytes);
+
+  const AscendC::LocalTensor<uint8_t> local_tensor = local_buffer.Get<uint8_t>();
+  auto* local_base = reinterpret_cast<std::byte*>(local_tensor.GetPhyAddr());
+  kernel.device.local_ = local_buffer;
+  kernel.device.local_base_ = local_base;
+  LocalArena local(std::span<std::byte>(local_base, Device::kLocalMemoryBytes));
+  Block block{static_cast<int>(AscendC::GetBlockIdx()), static_cast<int>(AscendC::GetBlockNum()),
+              local};
+  kernel(block);
+}
+
+#if !defined(CMX_ASCEND_SIM)
+/// The AIV entry of kernel type `Kernel`: specialized by CMX_ASCEND_KERNEL in a kernel
+/// translation unit compiled by the toolkit (see cmx/backend/ascend/kernel_entry.hpp).
+template <class Kernel>
+struct KernelEntry;
+#endif
+
+}  // namespace detail
+
+template <class Kernel>
+void Device::launch(int num_blocks, const Kernel& kernel) {
+  static_assert(std::is_trivially_copyable_v<Kernel>,
+                "an Ascend kernel runs from a byte copy: it must be trivially copyable");
+  static_assert(sizeof(Kernel) <= detail::kKernelObjectBytes, "kernel object too large");
+  cmx::detail::require(num_blocks >= 1 && num_blocks <= max_blocks_, ErrorCode::invalid_argument,
+                       "rank ", rank_, ": launch of ", num_blocks, " blocks, outside [1, ",
+                       max_blocks_, "] (the AIV cores this world uses)");
+  detail::check_acl(aclrtMemcpy(host_->kernel_object, detail::kKernelObjectBytes, &kernel,
+                                sizeof(Kernel), ACL_MEMCPY_HOST_TO_DEVICE),
+                    "launch: aclrtMemcpy of the kernel object");
+  auto* object = static_cast<GM_ADDR>(host_->kernel_object);
+#if defined(CMX_ASCEND_SIM)
+  ascend_sim::launch(static_cast<std::uint32_t>(num_blocks),
+                     [object] { detail::run_kernel<Kernel>(object); });
+#else
+  detail::KernelEntry<Kernel>::launch(static_cast<std::uint32_t>(num_blocks), object);
+#endif
+}
+
+inline void Device::signal(const Symmetric& sym, int dst_rank, std::size_t offset,
+                           std::uint64_t sequence, std::int64_t payload) {
+  using Limits = std::numeric_limits<std::int32_t>;
+  cmx::detail::require(sequence <= static_cast<std::uint64_t>(Limits::max()) &&
+                           payload >= Limits::min() && payload <= Limits::max(),
+                       ErrorCode::invalid_argument, "rank ", rank_, ": signal of sequence ",
+                       sequence, " payload ", payload, ": an Ascend flag holds two int32");
+  check_dma_range(sym, dst_rank, offset, kFlagBytes, "signal");
+  launch(1, detail::RaiseFlag{*this, sym, offset, dst_rank, static_cast<std::int32_t>(sequence),
+                              static_cast<std::int32_t>(payload)});
+}
+
+inline std::int64_t Device::wait(const Symmetric& sym, std::size_t offset, std::uint64_t sequence,
+                                 const WaitSite& site) {
+  cmx::detail::require(
+      sequence <= static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max()),
+      ErrorCode::invalid_argument, "rank ", rank_, ": wait for sequence ", sequence,
+      ": an Ascend flag holds an int32");
+  check_dma_range(sym, rank_, offset, kFlagBytes, "wait");
+  try {
+    launch(1, detail::AwaitFlag{*this, sym.base + offset, static_cast<std::int32_t>(sequence),
+                                host_->awaited});
+  } catch (const Error& error) {
+    if (error.code() != ErrorCode::timeout) throw;
+    cmx::detail::fail(ErrorCode::timeout, "rank ", rank_, ": ", site.what, " waited for rank ",
+                      site.peer_rank, site.index >= 0 ? " (flag " : "",
+                      site.index >= 0 ? std::to_string(site.index) + ")" : std::string(),
+                      " past the timeout (", error.what(), ")");
+  }
+  std::int32_t payload = 0;
+  detail::check_acl(aclrtMemcpy(&payload, sizeof(payload), host_->awaited, sizeof(payload),
+                                ACL_MEMCPY_DEVICE_TO_HOST),
+                    "wait: aclrtMemcpy of the payload");
+  return payload;
+}
+
+static_assert(std::is_trivially_copyable_v<Device>, "a Device is copied onto the cores");
+static_assert(cmx::Device<Device>, "the Ascend backend must satisfy the device concept");
+
+}  // namespace cmx::ascend
