@@ -33,6 +33,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cmx/backend/ascend/kernel_entry.hpp"
 #include "cmx/backend/ascend/toolkit.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/error.hpp"
@@ -57,6 +58,7 @@ struct HostState {
   int rank = 0;
   int world_size = 1;
   int max_blocks = 1;
+  aclrtStream stream = nullptr;     // where launches are queued
   void* kernel_object = nullptr;    // GM: the copy of the kernel object a launch runs
   std::int32_t* awaited = nullptr;  // GM, 32 B: the payload AwaitFlag read
 };
@@ -66,9 +68,6 @@ inline void check_acl(aclError status, const char* what) {
   cmx::detail::require(status == ACL_SUCCESS, ErrorCode::state, what, " failed with aclError ",
                        static_cast<int>(status));
 }
-
-template <class Kernel>
-void run_kernel(GM_ADDR kernel_object);
 
 }  // namespace detail
 
@@ -353,14 +352,16 @@ void run_kernel(GM_ADDR kernel_object) {
   kernel(block);
 }
 
-#if !defined(CMX_ASCEND_SIM)
-/// The AIV entry of kernel type `Kernel`: specialized by CMX_ASCEND_KERNEL in a kernel
-/// translation unit compiled by the toolkit (see cmx/backend/ascend/kernel_entry.hpp).
-template <class Kernel>
-struct KernelEntry;
-#endif
-
 }  // namespace detail
+}  // namespace cmx::ascend
+
+/// The backend's own kernels, compiled for the AIV cores with cmx's (see CMX_ASCEND_KERNELS).
+#define CMX_ASCEND_FLAG_KERNELS(X)                           \
+  X(cmx_ascend_raise_flag, ::cmx::ascend::detail::RaiseFlag) \
+  X(cmx_ascend_await_flag, ::cmx::ascend::detail::AwaitFlag)
+CMX_ASCEND_FLAG_KERNELS(CMX_ASCEND_DECLARE_ENTRY)
+
+namespace cmx::ascend {
 
 template <class Kernel>
 void Device::launch(int num_blocks, const Kernel& kernel) {
@@ -374,12 +375,8 @@ void Device::launch(int num_blocks, const Kernel& kernel) {
                                 sizeof(Kernel), ACL_MEMCPY_HOST_TO_DEVICE),
                     "launch: aclrtMemcpy of the kernel object");
   auto* object = static_cast<GM_ADDR>(host_->kernel_object);
-#if defined(CMX_ASCEND_SIM)
-  ascend_sim::launch(static_cast<std::uint32_t>(num_blocks),
-                     [object] { detail::run_kernel<Kernel>(object); });
-#else
-  detail::KernelEntry<Kernel>::launch(static_cast<std::uint32_t>(num_blocks), object);
-#endif
+  detail::KernelEntry<Kernel>::launch(static_cast<std::uint32_t>(num_blocks), host_->stream,
+                                      object);
 }
 
 inline void Device::signal(const Symmetric& sym, int dst_rank, std::size_t offset,

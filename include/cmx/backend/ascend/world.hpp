@@ -19,7 +19,8 @@ struct WorldConfig {
 /// One NPU's part of the backend: made on that NPU's host thread, after the engine has
 /// initialized CANN SHMEM (aclshmemx_init_attr, with the ranks bootstrapped from HCCL root
 /// info or its own communicator) and selected the device (aclrtSetDevice); one World per PE.
-/// It allocates 4 KiB of GM for kernel objects and flag payloads. Not copyable or movable: its
+/// It creates a stream for its launches and allocates 4 KiB of GM for kernel objects and flag
+/// payloads. Not copyable or movable: its
 /// Devices point to it.
 class World {
  public:
@@ -35,13 +36,17 @@ class World {
     detail::check_acl(aclrtMalloc(&memory, kGmBytes, ACL_MEM_MALLOC_HUGE_FIRST),
                       "ascend::World: aclrtMalloc");
     gm_ = memory;
+    detail::check_acl(aclrtCreateStream(&state_.stream), "ascend::World: aclrtCreateStream");
     state_.kernel_object = gm_;
     state_.awaited =
         reinterpret_cast<std::int32_t*>(static_cast<std::byte*>(gm_) + detail::kKernelObjectBytes);
   }
   World(const World&) = delete;
   World& operator=(const World&) = delete;
-  ~World() { (void)aclrtFree(gm_); }
+  ~World() {
+    (void)aclrtDestroyStream(state_.stream);
+    (void)aclrtFree(gm_);
+  }
 
   /// This NPU's device. Valid while the World lives.
   Device device() noexcept { return Device(state_); }

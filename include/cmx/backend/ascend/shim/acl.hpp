@@ -108,3 +108,34 @@ inline aclError aclrtMemcpy(void* dst, size_t destMax, const void* src, size_t c
   }
   return ACL_SUCCESS;
 }
+
+// ---- Streams ---------------------------------------------------------------------------------
+// aclrtStream, aclrtCreateStream, aclrtDestroyStream, aclrtSynchronizeStream:
+// https://www.hiascend.com/document/detail/zh/canncommercial/850/API/appdevgapi/aclcppdevg_03_0032.html
+// In the simulation every launch is synchronous (ascend_sim::launch returns when the kernel has
+// finished), so a stream is a tag with nothing queued on it.
+
+/// A queue of device work.
+typedef void* aclrtStream;
+
+/// Creates a stream into *stream. Returns ACL_ERROR_INVALID_PARAM for a null pointer,
+/// ACL_ERROR_UNINITIALIZE on a thread that is no NPU host thread.
+inline aclError aclrtCreateStream(aclrtStream* stream) {
+  const auto& context = cmx::ascend_sim::detail::thread_context();
+  if (context.machine == nullptr || context.core != nullptr) return ACL_ERROR_UNINITIALIZE;
+  if (stream == nullptr) return ACL_ERROR_INVALID_PARAM;
+  static int tag;  // any non-null handle: nothing is queued in the simulation
+  *stream = &tag;
+  return ACL_SUCCESS;
+}
+
+/// Destroys a stream of aclrtCreateStream. Returns ACL_ERROR_INVALID_PARAM for a null one.
+inline aclError aclrtDestroyStream(aclrtStream stream) {
+  return stream == nullptr ? ACL_ERROR_INVALID_PARAM : ACL_SUCCESS;
+}
+
+/// Waits until the work queued on `stream` has finished: at once in the simulation. Returns
+/// ACL_ERROR_INVALID_PARAM for a null stream.
+inline aclError aclrtSynchronizeStream(aclrtStream stream) {
+  return stream == nullptr ? ACL_ERROR_INVALID_PARAM : ACL_SUCCESS;
+}
