@@ -215,9 +215,26 @@ class LocalTensor {
   /// The UB address of element 0 (a host address in the simulation).
   __aicore__ inline __ubuf__ T* GetPhyAddr() const { return address_; }
 
+  /// The same bytes of UB viewed as elements of U: GetSize() * sizeof(T) / sizeof(U) of them
+  /// (a partial trailing element is dropped). Throws cmx::Error(invalid_argument) if element 0
+  /// is not aligned for U (a view made by operator[] at an odd offset).
+  template <class U>
+  __aicore__ inline LocalTensor<U> ReinterpretCast() const {
+    static_assert(std::is_trivially_copyable_v<U>,
+                  "LocalTensor::ReinterpretCast: U must be trivially copyable");
+    cmx::detail::require(reinterpret_cast<std::uintptr_t>(address_) % alignof(U) == 0,
+                         cmx::ErrorCode::invalid_argument, "LocalTensor::ReinterpretCast: UB ",
+                         static_cast<const void*>(address_), " is not aligned to ", alignof(U),
+                         " B");
+    return LocalTensor<U>(reinterpret_cast<U*>(address_),
+                          static_cast<uint32_t>(std::size_t{size_} * sizeof(T) / sizeof(U)));
+  }
+
  private:
   template <TPosition>
   friend class TBuf;
+  template <class>
+  friend class LocalTensor;
 
   LocalTensor(T* address, uint32_t size) : address_(address), size_(size) {}
 
@@ -559,3 +576,7 @@ __aicore__ inline void SyncAll() {
 }
 
 }  // namespace AscendC
+
+// The vector unit (Cast, Abs, Muls, ReduceMax, ...), in its own file; included here so that
+// the shim stays one include, as kernel_operator.h is.
+#include "cmx/backend/ascend/shim/vector_ops.hpp"
