@@ -73,7 +73,7 @@ TEST_CASE("every key of every request is in exactly one chunk per row tile, chun
     });
 }
 
-TEST_CASE("the chunks do not depend on the block count; the blocks get equal shares") {
+TEST_CASE("the chunks do not depend on the block count, and the blocks get equal shares") {
   const std::vector<std::int32_t> lengths = {4000, 17, 900, 0, 12000, 64};
   const MlaDecodeShape shape{.batch = 6, .num_queries = 1, .num_heads = 16};
   std::vector<MlaDecodePlan> plans;
@@ -95,7 +95,7 @@ TEST_CASE("the chunks do not depend on the block count; the blocks get equal sha
   }
 }
 
-TEST_CASE("a small batch of long sequences is split; a batch that fills the machine is not") {
+TEST_CASE("a small batch of long sequences is split, and a batch that fills the machine is not") {
   on_device(2, [](auto device) {
     const MlaDecodePlan small(device, {.batch = 1, .num_queries = 1, .num_heads = 16},
                               std::vector<std::int32_t>{16384});

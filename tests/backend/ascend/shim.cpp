@@ -145,7 +145,7 @@ TEST_CASE("SyncAll that a core never reaches times out, naming the core that wai
   CHECK(error->message.find("SyncAll") != std::string::npos);
 }
 
-TEST_CASE("DataCopy rejects a size or an address off the 32-byte rule; DataCopyPad moves it") {
+TEST_CASE("DataCopy rejects a size or an address off the 32-byte rule, and DataCopyPad moves it") {
   on_one_npu(1, [] {
     auto* gm = static_cast<float*>(aclshmem_malloc(64 * sizeof(float)));
     cmx::ascend_sim::launch(1, [gm] {
@@ -207,7 +207,7 @@ TEST_CASE("DataCopy rejects a copy larger than either tensor, and writes nothing
   CHECK(untouched == 256);
 }
 
-TEST_CASE("the Unified Buffer holds 192 KB per core; one byte more is a capacity error") {
+TEST_CASE("the Unified Buffer holds 192 KB per core, and one byte more is a capacity error") {
   std::optional<Caught> overflow;
   std::optional<Caught> second_pipe;
   bool exact_fit = false;
@@ -452,7 +452,7 @@ TEST_CASE("epoch flags: a flag is never cleared, each round waits for its own se
   }
 }
 
-TEST_CASE("signal ADD accumulates from every PE; the waiter sees the total") {
+TEST_CASE("signal ADD accumulates from every PE, and the waiter sees the total") {
   constexpr int kNpus = 4;
   int32_t total = -1;
   Machine machine({.num_npus = kNpus, .cores_per_npu = 2, .timeout = 20'000ms});
@@ -550,7 +550,7 @@ TEST_CASE("aclshmem_ptr maps a symmetric address to the same offset on every PE"
     for (const std::ptrdiff_t offset : row) CHECK(offset == 32);
 }
 
-TEST_CASE("ACL memory: aclrtMalloc'd GM round-trips through a kernel; bad arguments are refused") {
+TEST_CASE("ACL memory: aclrtMalloc'd GM round-trips through a kernel, and bad arguments are refused") {
   constexpr std::size_t kInts = 64;
   std::array<int32_t, kInts> in{};
   std::array<int32_t, kInts> out{};

@@ -23,8 +23,10 @@
 // each; publishing from inside the send kernel is the step that makes it fast.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -51,6 +53,13 @@ namespace detail {
 inline constexpr std::size_t kUbBytes = 192 * 1024;
 /// UB a kernel object may take (its copy from global memory).
 inline constexpr std::size_t kKernelObjectBytes = 1024;
+/// Elements of a row the row operations widen to float at once (their scratch is sized by it).
+inline constexpr std::size_t kRowChunk = 2048;
+/// UB of the row operations' scratch: a float chunk (the row widened, then scaled, then int32
+/// codes), a second float chunk (|row|, row * 0, the weight), the half codes, the reductions'
+/// work (two results per 64-element repeat) and their results.
+inline constexpr std::size_t kScratchBytes =
+    2 * kRowChunk * sizeof(float) + kRowChunk * 2 + 2 * (kRowChunk / 64) * sizeof(float) + 64;
 
 /// What an NPU's host keeps for its Device: owned by cmx::ascend::World, never touched by a
 /// core (a core's copy of the Device carries the pointer without following it).
@@ -75,10 +84,12 @@ inline void check_acl(aclError status, const char* what) {
 /// is documented in cmx/device/device.hpp). Trivially copyable; valid while its World lives.
 class Device {
  public:
-  /// Bytes of a block's local memory: the UB left after the kernel object's copy, rounded down
-  /// to 32 KiB steps (combine's reduction needs 128 KiB at hidden 16384).
+  /// Bytes of a block's local memory: the UB left after the kernel object's copy and the row
+  /// operations' scratch, rounded down to 32 KiB steps (combine's reduction needs 128 KiB at
+  /// hidden 16384).
   static constexpr std::size_t kLocalMemoryBytes = 160 * 1024;
-  static_assert(kLocalMemoryBytes + detail::kKernelObjectBytes <= detail::kUbBytes);
+  static_assert(kLocalMemoryBytes + detail::kKernelObjectBytes + detail::kScratchBytes <=
+                detail::kUbBytes);
 
   /// A symmetric allocation: this NPU's address of it in the SHMEM heap (the same offset on
   /// every PE; aclshmem_ptr gives a peer's).
@@ -188,14 +199,68 @@ class Device {
     copy_out(ptr, std::as_bytes(tile));
   }
 
+  /// cmx::quantize_row_int8, bit for bit, on the vector unit, a chunk of kRowChunk at a time:
+  /// widen exactly (Cast), amax = ReduceMax(Abs(x)), and Inf/NaN detected as a NaN in
+  /// ReduceSum(x * 0) (what ReduceMax does with NaN is not documented); then one multiply by
+  /// 127 / amax (computed by the scalar unit as on the CPU), round half to even into int32, and
+  /// two exact casts to int8 (float -> half -> int8 would round twice).
   float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) {
-    return cmx::quantize_row_int8(row, out);
+    const Scratch scratch = row_scratch();
+    float amax = 0.0f;
+    float poison = 0.0f;  // NaN iff an element is Inf or NaN
+    for (std::size_t begin = 0; begin < row.size(); begin += detail::kRowChunk) {
+      const auto count = static_cast<int32_t>(std::min(detail::kRowChunk, row.size() - begin));
+      AscendC::Cast(scratch.x, ub_tensor(row.subspan(begin)), AscendC::RoundMode::CAST_NONE,
+                    static_cast<uint32_t>(count));
+      AscendC::Abs(scratch.y, scratch.x, count);
+      AscendC::ReduceMax(scratch.result, scratch.y, scratch.work, count);
+      AscendC::Muls(scratch.y, scratch.x, 0.0f, count);
+      AscendC::ReduceSum(scratch.result[8], scratch.y, scratch.work, count);
+      AscendC::SetFlag<AscendC::HardEvent::V_S>(EVENT_ID0);
+      AscendC::WaitFlag<AscendC::HardEvent::V_S>(EVENT_ID0);
+      amax = std::max(amax, scratch.result.GetValue(0));
+      poison += scratch.result.GetValue(8);
+    }
+    const AscendC::LocalTensor<std::int8_t> codes = ub_tensor(out);
+    if (std::isnan(poison) || amax < 0x1p-121f) {  // 127 / amax would overflow: flushed
+      AscendC::Duplicate(codes.ReinterpretCast<std::int16_t>(), std::int16_t{0},
+                         static_cast<int32_t>(out.size() / 2));  // no int8 Duplicate
+      return std::isnan(poison) ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    }
+    const float inverse_scale = static_cast<float>(kInt8Max) / amax;
+    const AscendC::LocalTensor<std::int32_t> integers = scratch.x.ReinterpretCast<std::int32_t>();
+    for (std::size_t begin = 0; begin < row.size(); begin += detail::kRowChunk) {
+      const auto count = static_cast<uint32_t>(std::min(detail::kRowChunk, row.size() - begin));
+      AscendC::Cast(scratch.x, ub_tensor(row.subspan(begin)), AscendC::RoundMode::CAST_NONE, count);
+      AscendC::Muls(scratch.x, scratch.x, inverse_scale, static_cast<int32_t>(count));
+      AscendC::Cast(integers, scratch.x, AscendC::RoundMode::CAST_RINT, count);
+      AscendC::Cast(scratch.codes, integers, AscendC::RoundMode::CAST_NONE, count);
+      AscendC::Cast(codes[static_cast<uint32_t>(begin)], scratch.codes,
+                    AscendC::RoundMode::CAST_NONE, count);
+    }
+    return amax / static_cast<float>(kInt8Max);
   }
+
+  /// cmx::accumulate_weighted_row, bit for bit: per chunk, widen the row (Cast), then
+  /// FusedMulAdd(x, weight, acc) = weight * x + acc rounded once (assumed: the instruction's
+  /// documentation does not say), and x copied back into acc by Muls(1), exact.
   void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row, float weight) {
-    cmx::accumulate_weighted_row(acc, row, weight);
+    const Scratch scratch = row_scratch();
+    for (std::size_t begin = 0; begin < row.size(); begin += detail::kRowChunk) {
+      const auto count = static_cast<int32_t>(std::min(detail::kRowChunk, row.size() - begin));
+      const AscendC::LocalTensor<float> sums = ub_tensor(acc.subspan(begin));
+      AscendC::Cast(scratch.x, ub_tensor(row.subspan(begin)), AscendC::RoundMode::CAST_NONE,
+                    static_cast<uint32_t>(count));
+      AscendC::Duplicate(scratch.y, weight, count);
+      AscendC::FusedMulAdd(scratch.x, scratch.y, sums, count);
+      AscendC::Muls(sums, scratch.x, 1.0f, count);
+    }
   }
+
+  /// cmx::round_row_to_bf16, bit for bit: one Cast, round half to even.
   void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) {
-    cmx::round_row_to_bf16(in, out);
+    AscendC::Cast(ub_tensor(out), ub_tensor(in), AscendC::RoundMode::CAST_RINT,
+                  static_cast<uint32_t>(in.size()));
   }
 
  private:
@@ -220,15 +285,41 @@ class Device {
                          bytes, " must be multiples of ", kTileAlignment, " B");
   }
 
-  /// `tile` (this core's local memory) as a UB tensor of bytes.
-  AscendC::LocalTensor<uint8_t> ub_bytes(std::span<const std::byte> tile) const {
-    const std::ptrdiff_t offset = tile.data() - local_base_;
+  /// `tile` (in this core's local memory) as a UB tensor of its element type. Throws
+  /// cmx::Error(invalid_argument) for memory that is not the block's local memory.
+  template <class T>
+  AscendC::LocalTensor<std::remove_const_t<T>> ub_tensor(std::span<T> tile) const {
+    const auto* first = reinterpret_cast<const std::byte*>(tile.data());
+    const std::ptrdiff_t offset = first - local_base_;
     cmx::detail::require(
         local_base_ != nullptr && offset >= 0 &&
-            static_cast<std::size_t>(offset) + tile.size() <= kLocalMemoryBytes,
+            static_cast<std::size_t>(offset) + tile.size_bytes() <= kLocalMemoryBytes,
         ErrorCode::invalid_argument,
-        "ascend::Device: a DMA's UB side must be a tile of the block's local memory");
-    return local_.Get<uint8_t>()[static_cast<uint32_t>(offset)];
+        "ascend::Device: a tile the NPU moves or computes on must be in the block's local memory");
+    return local_.Get<uint8_t>()[static_cast<uint32_t>(offset)]
+        .template ReinterpretCast<std::remove_const_t<T>>();
+  }
+  AscendC::LocalTensor<uint8_t> ub_bytes(std::span<const std::byte> tile) const {
+    return ub_tensor(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(tile.data()), tile.size()));
+  }
+
+  /// The row operations' UB scratch, carved from its buffer (detail::kScratchBytes).
+  struct Scratch {
+    AscendC::LocalTensor<float> x;       // [kRowChunk]
+    AscendC::LocalTensor<float> y;       // [kRowChunk]
+    AscendC::LocalTensor<half> codes;    // [kRowChunk]
+    AscendC::LocalTensor<float> work;    // [2 * kRowChunk / 64]
+    AscendC::LocalTensor<float> result;  // [16]: [0] a maximum, [8] a sum
+  };
+  Scratch row_scratch() const {
+    const AscendC::LocalTensor<uint8_t> bytes = scratch_.Get<uint8_t>();
+    constexpr uint32_t kFloats = detail::kRowChunk * sizeof(float);
+    constexpr uint32_t kWork = 2 * (detail::kRowChunk / 64) * sizeof(float);
+    return {bytes.ReinterpretCast<float>(), bytes[kFloats].ReinterpretCast<float>(),
+            bytes[2 * kFloats].ReinterpretCast<half>(),
+            bytes[2 * kFloats + detail::kRowChunk * 2].ReinterpretCast<float>(),
+            bytes[2 * kFloats + detail::kRowChunk * 2 + kWork].ReinterpretCast<float>()};
   }
 
   /// GM -> UB, complete on return. DataCopy for whole 32-byte units at an aligned address,
@@ -268,8 +359,10 @@ class Device {
   int world_size_;
   int max_blocks_;
   detail::HostState* host_;  // host only
-  // Set on a core by run_kernel: the UB buffer of the block's local memory.
+  // Set on a core by run_kernel: the UB buffers of the block's local memory and of the row
+  // operations' scratch.
   AscendC::TBuf<AscendC::TPosition::VECCALC> local_{};
+  AscendC::TBuf<AscendC::TPosition::VECCALC> scratch_{};
   const std::byte* local_base_ = nullptr;
 };
 
@@ -330,6 +423,8 @@ void run_kernel(GM_ADDR kernel_object) {
   AscendC::TBuf<AscendC::TPosition::VECCALC> local_buffer;
   pipe.InitBuffer(object_buffer, static_cast<uint32_t>(kKernelObjectBytes));
   pipe.InitBuffer(local_buffer, static_cast<uint32_t>(Device::kLocalMemoryBytes));
+  AscendC::TBuf<AscendC::TPosition::VECCALC> scratch_buffer;
+  pipe.InitBuffer(scratch_buffer, static_cast<uint32_t>(kScratchBytes));
 
   AscendC::GlobalTensor<uint8_t> source;
   source.SetGlobalBuffer(kernel_object, sizeof(Kernel));
@@ -345,6 +440,7 @@ void run_kernel(GM_ADDR kernel_object) {
   const AscendC::LocalTensor<uint8_t> local_tensor = local_buffer.Get<uint8_t>();
   auto* local_base = reinterpret_cast<std::byte*>(local_tensor.GetPhyAddr());
   kernel.device.local_ = local_buffer;
+  kernel.device.scratch_ = scratch_buffer;
   kernel.device.local_base_ = local_base;
   LocalArena local(std::span<std::byte>(local_base, Device::kLocalMemoryBytes));
   Block block{static_cast<int>(AscendC::GetBlockIdx()), static_cast<int>(AscendC::GetBlockNum()),
