@@ -235,12 +235,14 @@ TEST_CASE("Ascend (simulated): a bad input fails its NPU at once and its peers w
 
 TEST_CASE(
     "Ascend (simulated): an NPU that never calls dispatch makes the others time out naming it") {
+  // The world's timeout (the NPU's own, in system cycles) ends the waits; the simulation's
+  // longer one would only catch a hang.
   const ep::Config config{.num_experts = 3, .max_tokens_per_rank = 2, .hidden = 32, .num_topk = 1};
-  Machine machine({.num_npus = 3, .cores_per_npu = kCores, .timeout = 1'000ms});
+  Machine machine({.num_npus = 3, .cores_per_npu = kCores, .timeout = 60'000ms});
   std::string message;
   try {
     machine.run([&](int npu) {
-      cmx::ascend::World world({.max_blocks = kCores});
+      cmx::ascend::World world({.max_blocks = kCores, .timeout = 500ms});
       Device device = world.device();
       ep::Buffer<Device> buffer(device, config);
       if (npu == 2) return;  // never dispatches
@@ -254,4 +256,5 @@ TEST_CASE(
   }
   INFO(message);
   CHECK(message.find("dispatch waited for rank 2") != std::string::npos);
+  CHECK(message.find("longer than the timeout of 500 ms") != std::string::npos);
 }

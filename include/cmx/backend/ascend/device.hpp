@@ -12,8 +12,8 @@
 //     (PipeBarrier<PIPE_MTE3>); a DMA in completes before the tile is read;
 //   - a flag is one 32-byte slot {int32 sequence, int32 payload, zeros}, written by one DMA
 //     after the data it publishes is complete, polled through the data cache with
-//     DataCacheCleanAndInvalid before every look (aclshmem_signal_wait_until), never cleared:
-//     sequences only grow.
+//     DataCacheCleanAndInvalid before every look, for at most the world's timeout (counted in
+//     system cycles), never cleared: sequences only grow.
 //
 // Host and cores: a Device is a small trivially copyable object. The host calls allocate,
 // write_local, read_local, signal, wait, barrier and launch; a launch copies the kernel object
@@ -32,6 +32,7 @@
 #include <cstring>
 #include <limits>
 #include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -61,6 +62,12 @@ inline constexpr std::size_t kRowChunk = 2048;
 inline constexpr std::size_t kScratchBytes =
     2 * kRowChunk * sizeof(float) + kRowChunk * 2 + 2 * (kRowChunk / 64) * sizeof(float) + 64;
 
+/// What AwaitFlag leaves for the host.
+struct AwaitResult {
+  std::int32_t arrived;  // 1: the flag reached the sequence; 0: the timeout passed first
+  std::int32_t payload;  // the flag's payload, if it arrived
+};
+
 /// What an NPU's host keeps for its Device: owned by cmx::ascend::World, never touched by a
 /// core (a core's copy of the Device carries the pointer without following it).
 struct HostState {
@@ -69,7 +76,8 @@ struct HostState {
   int max_blocks = 1;
   aclrtStream stream = nullptr;     // where launches are queued
   void* kernel_object = nullptr;    // GM: the copy of the kernel object a launch runs
-  std::int32_t* awaited = nullptr;  // GM, 32 B: the payload AwaitFlag read
+  std::int64_t timeout_cycles = 0;  // of a wait, in system cycles (50 per microsecond)
+  AwaitResult* awaited = nullptr;   // GM, 32 B: what AwaitFlag saw
 };
 
 /// Throws cmx::Error(state) naming `what` unless an ACL call returned ACL_SUCCESS.
@@ -148,9 +156,9 @@ class Device {
   void signal(const Symmetric& sym, int dst_rank, std::size_t offset, std::uint64_t sequence,
               std::int64_t payload);
 
-  /// A one-core kernel that polls the flag with aclshmem_signal_wait_until (each look
-  /// invalidates its cache line first) and leaves the payload for the host. Past the timeout,
-  /// cmx::Error(timeout) naming this rank and `site`.
+  /// A one-core kernel that polls the flag (each look invalidates its cache line first) and
+  /// leaves the payload for the host. Past WorldConfig::timeout, cmx::Error(timeout) naming
+  /// this rank and `site`.
   std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t sequence,
                     const WaitSite& site);
 
@@ -392,25 +400,37 @@ struct RaiseFlag {
   }
 };
 
-/// One core: polls this rank's flag at `flag` until its sequence is >= `sequence`, then writes
-/// its payload to `awaited` for the host.
+/// One core: polls this rank's flag at `flag` until its sequence is >= `sequence`, each look
+/// through the data cache after invalidating the flag's line (a look without it could see a
+/// stale line for ever), for at most `timeout_cycles` system cycles; then leaves an AwaitResult
+/// at `result` for the host. A bounded poll rather than aclshmem_signal_wait_until, which waits
+/// without a limit: a peer that never signals must become an error, not a hung NPU.
 struct AwaitFlag {
   Device device;
   std::byte* flag;  // GM of this rank
   std::int32_t sequence;
-  std::int32_t* awaited;  // GM
+  std::int64_t timeout_cycles;
+  AwaitResult* result;  // GM
 
   void operator()(Block&) {
-    auto* word = reinterpret_cast<__gm__ std::int32_t*>(flag);
-    aclshmem_signal_wait_until(word, ACLSHMEM_CMP_GE, sequence);
     AscendC::GlobalTensor<std::int32_t> slot;
-    slot.SetGlobalBuffer(word, kFlagBytes / sizeof(std::int32_t));
-    AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(slot);
-    const std::int32_t payload = slot.GetValue(1);
-    AscendC::GlobalTensor<std::int32_t> result;
-    result.SetGlobalBuffer(awaited, 1);
-    result.SetValue(0, payload);
-    AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(result);
+    slot.SetGlobalBuffer(reinterpret_cast<__gm__ std::int32_t*>(flag),
+                         kFlagBytes / sizeof(std::int32_t));
+    const std::int64_t start = AscendC::GetSystemCycle();
+    AwaitResult seen{0, 0};
+    for (;;) {
+      AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(slot);
+      if (slot.GetValue(0) >= sequence) {  // FlagSlot::sequence; the payload is in the same line
+        seen = {1, slot.GetValue(1)};
+        break;
+      }
+      if (AscendC::GetSystemCycle() - start > timeout_cycles) break;
+    }
+    AscendC::GlobalTensor<std::int32_t> out;
+    out.SetGlobalBuffer(reinterpret_cast<__gm__ std::int32_t*>(result), 2);
+    out.SetValue(0, seen.arrived);
+    out.SetValue(1, seen.payload);
+    AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(out);
   }
 };
 
@@ -494,21 +514,18 @@ inline std::int64_t Device::wait(const Symmetric& sym, std::size_t offset, std::
       ErrorCode::invalid_argument, "rank ", rank_, ": wait for sequence ", sequence,
       ": an Ascend flag holds an int32");
   check_dma_range(sym, rank_, offset, kFlagBytes, "wait");
-  try {
-    launch(1, detail::AwaitFlag{*this, sym.base + offset, static_cast<std::int32_t>(sequence),
-                                host_->awaited});
-  } catch (const Error& error) {
-    if (error.code() != ErrorCode::timeout) throw;
-    cmx::detail::fail(ErrorCode::timeout, "rank ", rank_, ": ", site.what, " waited for rank ",
-                      site.peer_rank, site.index >= 0 ? " (flag " : "",
-                      site.index >= 0 ? std::to_string(site.index) + ")" : std::string(),
-                      " past the timeout (", error.what(), ")");
-  }
-  std::int32_t payload = 0;
-  detail::check_acl(aclrtMemcpy(&payload, sizeof(payload), host_->awaited, sizeof(payload),
+  launch(1, detail::AwaitFlag{*this, sym.base + offset, static_cast<std::int32_t>(sequence),
+                              host_->timeout_cycles, host_->awaited});
+  detail::AwaitResult result{};
+  detail::check_acl(aclrtMemcpy(&result, sizeof(result), host_->awaited, sizeof(result),
                                 ACL_MEMCPY_DEVICE_TO_HOST),
-                    "wait: aclrtMemcpy of the payload");
-  return payload;
+                    "wait: aclrtMemcpy of the flag's payload");
+  if (result.arrived != 1)
+    cmx::detail::fail(ErrorCode::timeout, "rank ", rank_, ": ", site.what, " waited for rank ",
+                      site.peer_rank,
+                      site.index >= 0 ? " (flag " + std::to_string(site.index) + ")" : "",
+                      " longer than the timeout of ", host_->timeout_cycles / 50'000, " ms");
+  return result.payload;
 }
 
 static_assert(std::is_trivially_copyable_v<Device>, "a Device is copied onto the cores");

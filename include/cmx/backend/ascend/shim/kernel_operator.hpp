@@ -13,6 +13,7 @@
 // checked by it reach GM only through GlobalTensor, DataCopy[Pad] and the SHMEM calls.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -503,6 +504,20 @@ __aicore__ inline void DataCacheCleanAndInvalid(const GlobalTensor<T>& dst) {
 template <class T, CacheLine entireType>
 __aicore__ inline void DataCacheCleanAndInvalid(const GlobalTensor<T>& dst) {
   DataCacheCleanAndInvalid<T, entireType, DcciDst::CACHELINE_OUT>(dst);
+}
+
+// ---- System cycle ----------------------------------------------------------------------------
+// GetSystemCycle (50 MHz on Atlas A2 and A3: time in us = cycles / 50):
+// https://www.hiascend.com/document/detail/en/canncommercial/850/API/ascendcopapi/atlasascendc_api_07_0282.html
+
+/// The system cycle counter: 50 per microsecond, as on Atlas A2 and A3 (the simulation counts
+/// the host's steady clock at that rate). Kernel only (cmx::Error(state) elsewhere).
+__aicore__ inline int64_t GetSystemCycle() {
+  (void)cmx::ascend_sim::detail::current_core("GetSystemCycle");
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+             .count() /
+         20;
 }
 
 // ---- Pipe synchronization ------------------------------------------------------------------
