@@ -63,12 +63,13 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            into `out` (host memory, any size); sees what a
 ///                                            finished launch wrote and what the signals this
 ///                                            rank waited for published.
-///   d.put(sym, rank, offset, bytes)          copies `bytes` (local or global memory of this
-///                                            rank) into `rank`'s part at byte `offset`: the
-///                                            peer write (AIV-Direct). offset and size are
-///                                            multiples of 32. Not visible to the peer until a
-///                                            later signal to it. May bypass this rank's caches
-///                                            (the data is for the peer).
+///   d.put(sym, rank, offset, bytes)          copies `bytes` (a tile of the calling block's
+///                                            local memory: an NPU's DMA moves from there) into
+///                                            `rank`'s part at byte `offset`: the peer write
+///                                            (AIV-Direct). Called by blocks. offset and size
+///                                            are multiples of 32. Not visible to the peer
+///                                            until a later signal to it. May bypass this
+///                                            rank's caches (the data is for the peer).
 ///   d.stage_in_peer<T>(local, sym, rank,     a read-only tile of `count` elements of T at byte
 ///                      offset, count)        `offset` of `rank`'s part: the peer read (an AIV
 ///                                            DMA from a peer's global memory; a copy into local

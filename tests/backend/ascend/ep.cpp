@@ -136,9 +136,9 @@ ep::Config config_of(const Case& c) {
 void check_rounds(const Case& c, Routing routing, int num_rounds, bool skewed) {
   INFO("npus ", c.num_npus, " experts/rank ", c.experts_per_rank, " hidden ", c.hidden, " topk ",
        c.num_topk, " capacity ", c.capacity, " ",
-       c.precision == ep::DispatchPrecision::int8 ? "int8" : "bf16", " ",
-       c.combine_source == ep::CombineSource::buffer ? "zero-copy" : "push", " ",
-       cmx::test::to_string(routing));
+       std::string(c.precision == ep::DispatchPrecision::int8 ? "int8" : "bf16"), " ",
+       std::string(c.combine_source == ep::CombineSource::buffer ? "zero-copy" : "push"), " ",
+       std::string(cmx::test::to_string(routing)));
   const ep::Config config = config_of(c);
   std::vector<std::vector<cmx::reference::EpRankInput>> inputs;
   std::vector<cmx::reference::DispatchedRows> expected;
