@@ -19,6 +19,7 @@
 
 #include "cmx/backend/ascend.hpp"
 #include "ep_harness.hpp"
+#include "sim_harness.hpp"
 
 namespace {
 
@@ -26,45 +27,11 @@ namespace ep = cmx::ep;
 using cmx::bf16;
 using cmx::ascend::Device;
 using cmx::ascend_sim::Machine;
+using cmx::test::GmTensor;
 using cmx::test::Routing;
 using namespace std::chrono_literals;
 
 constexpr int kCores = 4;  // AIV cores per emulated NPU
-
-/// Global memory of this NPU (aclrtMalloc), filled from and read back to host vectors.
-template <class T>
-class GmTensor {
- public:
-  explicit GmTensor(std::size_t size) : size_(size) {
-    void* memory = nullptr;
-    REQUIRE(aclrtMalloc(&memory, std::max<std::size_t>(size * sizeof(T), 32),
-                        ACL_MEM_MALLOC_HUGE_FIRST) == ACL_SUCCESS);
-    data_ = static_cast<T*>(memory);
-  }
-  explicit GmTensor(const std::vector<T>& host) : GmTensor(host.size()) { upload(host, data_); }
-  GmTensor(const GmTensor&) = delete;
-  GmTensor& operator=(const GmTensor&) = delete;
-  ~GmTensor() { (void)aclrtFree(data_); }
-
-  std::span<T> span() const { return {data_, size_}; }
-  std::vector<T> download() const {
-    std::vector<T> host(size_);
-    if (size_ > 0)
-      REQUIRE(aclrtMemcpy(host.data(), size_ * sizeof(T), data_, size_ * sizeof(T),
-                          ACL_MEMCPY_DEVICE_TO_HOST) == ACL_SUCCESS);
-    return host;
-  }
-  /// Copies `host` into GM at `gm` (this tensor's or another GM tensor, e.g. the buffer's).
-  static void upload(const std::vector<T>& host, T* gm) {
-    if (!host.empty())
-      REQUIRE(aclrtMemcpy(gm, host.size() * sizeof(T), host.data(), host.size() * sizeof(T),
-                          ACL_MEMCPY_HOST_TO_DEVICE) == ACL_SUCCESS);
-  }
-
- private:
-  T* data_ = nullptr;
-  std::size_t size_;
-};
 
 /// One dispatch, stand-in experts and combine on this NPU, checked against the reference.
 /// The tokens, expert outputs and y live in GM; the host reads the receive area through a

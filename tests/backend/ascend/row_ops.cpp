@@ -15,6 +15,7 @@
 
 #include "cmx/backend/ascend.hpp"
 #include "cmx/core/quantize.hpp"
+#include "sim_harness.hpp"
 
 namespace test_kernels {
 
@@ -63,24 +64,6 @@ CMX_ASCEND_DEFINE_KERNEL(test_ascend_row_ops, ::test_kernels::RowOps)
 namespace {
 
 using cmx::bf16;
-
-template <class T>
-T* upload(const std::vector<T>& host) {
-  void* gm = nullptr;
-  REQUIRE(aclrtMalloc(&gm, std::max<std::size_t>(32, host.size() * sizeof(T)),
-                      ACL_MEM_MALLOC_HUGE_FIRST) == ACL_SUCCESS);
-  REQUIRE(aclrtMemcpy(gm, host.size() * sizeof(T), host.data(), host.size() * sizeof(T),
-                      ACL_MEMCPY_HOST_TO_DEVICE) == ACL_SUCCESS);
-  return static_cast<T*>(gm);
-}
-
-template <class T>
-std::vector<T> download(const T* gm, std::size_t size) {
-  std::vector<T> host(size);
-  REQUIRE(aclrtMemcpy(host.data(), size * sizeof(T), gm, size * sizeof(T),
-                      ACL_MEMCPY_DEVICE_TO_HOST) == ACL_SUCCESS);
-  return host;
-}
 
 bf16 from_bits(std::uint16_t bits) {
   return bf16{bits};
@@ -141,22 +124,20 @@ TEST_CASE("Ascend (simulated): the vector row operations are the CPU's, bit for 
     cmx::ascend_sim::Machine machine({.num_npus = 1, .cores_per_npu = 1});
     machine.run([&](int) {
       cmx::ascend::World world({.max_blocks = 1});
-      bf16* rows_gm = upload(rows);
-      float* weights_gm = upload(weights);
-      float* acc_gm = upload(acc);
-      auto* codes_gm = upload(std::vector<std::int8_t>(rows.size()));
-      float* scales_gm = upload(std::vector<float>(weights.size()));
-      bf16* rounded_gm = upload(std::vector<bf16>(rows.size()));
+      const cmx::test::GmTensor<bf16> rows_gm(rows);
+      const cmx::test::GmTensor<float> weights_gm(weights);
+      const cmx::test::GmTensor<float> acc_gm(acc);
+      const cmx::test::GmTensor<std::int8_t> codes_gm(rows.size());
+      const cmx::test::GmTensor<float> scales_gm(weights.size());
+      const cmx::test::GmTensor<bf16> rounded_gm(rows.size());
       world.device().launch(
-          1, test_kernels::RowOps{world.device(), rows_gm, weights_gm, acc_gm, codes_gm, scales_gm,
-                                  rounded_gm, num_rows, hidden});
-      codes = download(codes_gm, rows.size());
-      scales = download(scales_gm, weights.size());
-      acc_after = download(acc_gm, rows.size());
-      rounded = download(rounded_gm, rows.size());
-      for (void* gm : std::initializer_list<void*>{rows_gm, weights_gm, acc_gm, codes_gm, scales_gm,
-                                                   rounded_gm})
-        REQUIRE(aclrtFree(gm) == ACL_SUCCESS);
+          1, test_kernels::RowOps{world.device(), rows_gm.data(), weights_gm.data(), acc_gm.data(),
+                                  codes_gm.data(), scales_gm.data(), rounded_gm.data(), num_rows,
+                                  hidden});
+      codes = codes_gm.download();
+      scales = scales_gm.download();
+      acc_after = acc_gm.download();
+      rounded = rounded_gm.download();
     });
 
     for (int r = 0; r < num_rows; ++r) {

@@ -21,29 +21,18 @@
 #include "cmx/backend/ascend/shim/aclshmem.hpp"
 #include "cmx/backend/ascend/shim/kernel_operator.hpp"
 #include "cmx/backend/ascend/sim/machine.hpp"
+#include "sim_harness.hpp"
 
 using cmx::ErrorCode;
 using cmx::ascend_sim::Machine;
 using cmx::ascend_sim::MachineConfig;
 using namespace std::chrono_literals;
 
+using cmx::test::Caught;
+using cmx::test::error_of;
+using cmx::test::on_one_npu;
+
 namespace {
-
-struct Caught {
-  ErrorCode code;
-  std::string message;
-};
-
-// The cmx::Error `body` throws, or nothing if it returns.
-template <class Body>
-std::optional<Caught> error_of(Body&& body) {
-  try {
-    body();
-  } catch (const cmx::Error& e) {
-    return Caught{e.code(), e.what()};
-  }
-  return std::nullopt;
-}
 
 // Spins (yielding) until `done()` or 10 s; returns done(). For test-side handshakes between
 // core threads, so a bug shows as a failed check instead of a hang.
@@ -55,13 +44,6 @@ bool spin_until(Done&& done) {
     std::this_thread::yield();
   }
   return true;
-}
-
-// Runs `body` on NPU 0 of a one-NPU machine with `cores` AIV cores.
-template <class Body>
-void on_one_npu(int cores, Body&& body, std::chrono::milliseconds timeout = 20'000ms) {
-  Machine machine({.num_npus = 1, .cores_per_npu = cores, .timeout = timeout});
-  machine.run([&](int) { body(); });
 }
 
 }  // namespace
@@ -550,7 +532,8 @@ TEST_CASE("aclshmem_ptr maps a symmetric address to the same offset on every PE"
     for (const std::ptrdiff_t offset : row) CHECK(offset == 32);
 }
 
-TEST_CASE("ACL memory: aclrtMalloc'd GM round-trips through a kernel, and bad arguments are refused") {
+TEST_CASE(
+    "ACL memory: aclrtMalloc'd GM round-trips through a kernel, and bad arguments are refused") {
   constexpr std::size_t kInts = 64;
   std::array<int32_t, kInts> in{};
   std::array<int32_t, kInts> out{};

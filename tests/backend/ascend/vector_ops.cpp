@@ -25,6 +25,7 @@
 #include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/quantize.hpp"
+#include "sim_harness.hpp"
 
 using AscendC::HardEvent;
 using AscendC::LocalTensor;
@@ -32,30 +33,11 @@ using AscendC::RoundMode;
 using cmx::ErrorCode;
 using cmx::ascend_sim::Machine;
 
+using cmx::test::Caught;
+using cmx::test::error_of;
+using cmx::test::on_one_npu;
+
 namespace {
-
-struct Caught {
-  ErrorCode code;
-  std::string message;
-};
-
-// The cmx::Error `body` throws, or nothing if it returns.
-template <class Body>
-std::optional<Caught> error_of(Body&& body) {
-  try {
-    body();
-  } catch (const cmx::Error& e) {
-    return Caught{e.code(), e.what()};
-  }
-  return std::nullopt;
-}
-
-// Runs `body` on NPU 0 of a one-NPU machine with `cores` AIV cores.
-template <class Body>
-void on_one_npu(int cores, Body&& body) {
-  Machine machine({.num_npus = 1, .cores_per_npu = cores});
-  machine.run([&](int) { body(); });
-}
 
 // A UB tile of `elements` elements of T, from a new buffer of `pipe`.
 template <class T>
