@@ -110,32 +110,45 @@ inline aclError aclrtMemcpy(void* dst, size_t destMax, const void* src, size_t c
 }
 
 // ---- Streams ---------------------------------------------------------------------------------
-// aclrtStream, aclrtCreateStream, aclrtDestroyStream, aclrtSynchronizeStream:
-// https://www.hiascend.com/document/detail/zh/canncommercial/850/API/appdevgapi/aclcppdevg_03_0032.html
-// In the simulation every launch is synchronous (ascend_sim::launch returns when the kernel has
-// finished), so a stream is a tag with nothing queued on it.
+// aclrtCreateStream (as the operator pages' call examples use it), aclrtDestroyStream,
+// aclrtSynchronizeStream:
+// https://www.hiascend.com/document/detail/en/canncommercial/800/apiref/appdevgapi/aclcppdevg_03_0076.html
+// In the simulation every launch and operator is synchronous, so nothing is ever queued.
 
-/// A queue of device work.
-typedef void* aclrtStream;
+namespace cmx::ascend_sim::detail {
+/// A stream of the simulation: the NPU it belongs to (operators run synchronously).
+struct SimStream {
+  Machine* machine;
+  int npu;
+};
+}  // namespace cmx::ascend_sim::detail
 
-/// Creates a stream into *stream. Returns ACL_ERROR_INVALID_PARAM for a null pointer,
-/// ACL_ERROR_UNINITIALIZE on a thread that is no NPU host thread.
+/// A task queue on an NPU (opaque in ACL).
+typedef cmx::ascend_sim::detail::SimStream* aclrtStream;
+
+/// Creates a stream on the calling thread's NPU into *stream. ACL_ERROR_INVALID_PARAM for a
+/// null pointer, ACL_ERROR_UNINITIALIZE on a thread that is no NPU host thread.
 inline aclError aclrtCreateStream(aclrtStream* stream) {
   const auto& context = cmx::ascend_sim::detail::thread_context();
   if (context.machine == nullptr || context.core != nullptr) return ACL_ERROR_UNINITIALIZE;
   if (stream == nullptr) return ACL_ERROR_INVALID_PARAM;
-  static int tag;  // any non-null handle: nothing is queued in the simulation
-  *stream = &tag;
+  *stream = new cmx::ascend_sim::detail::SimStream{context.machine, context.npu};
   return ACL_SUCCESS;
 }
 
-/// Destroys a stream of aclrtCreateStream. Returns ACL_ERROR_INVALID_PARAM for a null one.
-inline aclError aclrtDestroyStream(aclrtStream stream) {
-  return stream == nullptr ? ACL_ERROR_INVALID_PARAM : ACL_SUCCESS;
+/// Waits for every task of `stream` (none is pending in the simulation). ACL_ERROR_INVALID_PARAM
+/// for a null stream or one of another NPU.
+inline aclError aclrtSynchronizeStream(aclrtStream stream) {
+  const auto& context = cmx::ascend_sim::detail::thread_context();
+  if (context.machine == nullptr || context.core != nullptr) return ACL_ERROR_UNINITIALIZE;
+  if (stream == nullptr || stream->machine != context.machine || stream->npu != context.npu)
+    return ACL_ERROR_INVALID_PARAM;
+  return ACL_SUCCESS;
 }
 
-/// Waits until the work queued on `stream` has finished: at once in the simulation. Returns
-/// ACL_ERROR_INVALID_PARAM for a null stream.
-inline aclError aclrtSynchronizeStream(aclrtStream stream) {
-  return stream == nullptr ? ACL_ERROR_INVALID_PARAM : ACL_SUCCESS;
+/// Destroys a stream from aclrtCreateStream. ACL_ERROR_INVALID_PARAM for a null stream.
+inline aclError aclrtDestroyStream(aclrtStream stream) {
+  if (stream == nullptr) return ACL_ERROR_INVALID_PARAM;
+  delete stream;
+  return ACL_SUCCESS;
 }
