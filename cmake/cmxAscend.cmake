@@ -39,9 +39,9 @@ else()
   find_library(CMX_ASCENDCL ascendcl HINTS "${ASCEND_CANN_PACKAGE_PATH}/lib64" REQUIRED)
   find_library(CMX_ASCEND_SHMEM NAMES shmem aclshmem HINTS "${CMX_ASCEND_SHMEM_ROOT}/lib"
                REQUIRED)
-  target_include_directories(cmx_ascend_kernels INTERFACE "${ASCEND_CANN_PACKAGE_PATH}/include"
-                                                          "${CMX_ASCEND_SHMEM_ROOT}/include")
-  target_link_libraries(cmx_ascend_kernels INTERFACE cmx "${CMX_ASCENDCL}" "${CMX_ASCEND_SHMEM}")
+  target_include_directories(cmx_ascend_kernels PUBLIC "${ASCEND_CANN_PACKAGE_PATH}/include"
+                                                       "${CMX_ASCEND_SHMEM_ROOT}/include")
+  target_link_libraries(cmx_ascend_kernels PUBLIC cmx "${CMX_ASCENDCL}" "${CMX_ASCEND_SHMEM}")
 endif()
 
 add_library(cmx_ascend INTERFACE)

@@ -19,14 +19,17 @@ template <cmx::Device Dev>
 struct StandInExperts {
   Dev device;                         // the rank's device (a copy runs on each core)
   typename Dev::Symmetric symmetric;  // the cmx::ep::Buffer's memory
-  cmx::ep::Layout layout;             // ... and where everything is in it
-  const std::int32_t* counts;         // [local expert][source rank] rows, global memory
+  cmx::ep::Layout layout;             // ... and where everything is in it (the received
+                                      // rows per segment included: Layout::received_counts)
 
   void operator()(cmx::Block& block) {
     const int num_segments = layout.num_local_experts * layout.num_ranks;
     const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
     const std::span<const std::int32_t> rows =
-        device.stage_in(block.local, counts, static_cast<std::size_t>(num_segments));
+        device.stage_in(block.local,
+                        reinterpret_cast<const std::int32_t*>(device.local(symmetric) +
+                                                              layout.received_counts_offset),
+                        static_cast<std::size_t>(num_segments));
     const std::size_t mark = block.local.mark();
     for (int segment = block.index; segment < num_segments; segment += block.count) {
       const int expert = segment / layout.num_ranks;  // local expert

@@ -24,23 +24,22 @@ namespace {
 template <class T>
 T* to_device(const std::vector<T>& host) {
   void* device = nullptr;
-  cmx::ascend::detail::check_acl(
-      aclrtMalloc(&device, std::max<std::size_t>(32, host.size() * sizeof(T)),
-                  ACL_MEM_MALLOC_HUGE_FIRST),
-      "aclrtMalloc");
+  cmx::ascend::check_acl(aclrtMalloc(&device, std::max<std::size_t>(32, host.size() * sizeof(T)),
+                                     ACL_MEM_MALLOC_HUGE_FIRST),
+                         "aclrtMalloc", "to_device");
   if (!host.empty())
-    cmx::ascend::detail::check_acl(aclrtMemcpy(device, host.size() * sizeof(T), host.data(),
-                                               host.size() * sizeof(T), ACL_MEMCPY_HOST_TO_DEVICE),
-                                   "aclrtMemcpy");
+    cmx::ascend::check_acl(aclrtMemcpy(device, host.size() * sizeof(T), host.data(),
+                                       host.size() * sizeof(T), ACL_MEMCPY_HOST_TO_DEVICE),
+                           "aclrtMemcpy", "to_device");
   return static_cast<T*>(device);
 }
 template <class T>
 std::vector<T> to_host(const T* device, std::size_t size) {
   std::vector<T> host(size);
   if (size > 0)
-    cmx::ascend::detail::check_acl(aclrtMemcpy(host.data(), size * sizeof(T), device,
-                                               size * sizeof(T), ACL_MEMCPY_DEVICE_TO_HOST),
-                                   "aclrtMemcpy");
+    cmx::ascend::check_acl(aclrtMemcpy(host.data(), size * sizeof(T), device, size * sizeof(T),
+                                       ACL_MEMCPY_DEVICE_TO_HOST),
+                           "aclrtMemcpy", "to_host");
   return host;
 }
 
@@ -49,34 +48,22 @@ class MoeOp {
  public:
   MoeOp(Device device, const cmx::ep::Config& config)
       : device_(device),
-        buffer_(device, config),  // collective: every rank makes it, with the same config
-        counts_(to_device(
-            std::vector<std::int32_t>(static_cast<std::size_t>(buffer_.layout().num_local_experts) *
-                                      static_cast<std::size_t>(device.world_size())))) {}
-  ~MoeOp() { (void)aclrtFree(counts_); }
-  MoeOp(const MoeOp&) = delete;
-  MoeOp& operator=(const MoeOp&) = delete;
+        buffer_(device, config) {}  // collective: every rank makes it, with the same config
 
   /// y = sum_k topk_weights[t, k] * expert_{topk_idx[t, k]}(x[t]). x and y in device memory,
   /// the routing on the host (cmx plans the peer writes there).
   void forward(const bf16* x, std::span<const std::int32_t> topk_idx,
                std::span<const float> topk_weights, int num_tokens, bf16* y) {
     const std::size_t hidden = static_cast<std::size_t>(buffer_.config().hidden);
-    const cmx::ep::Received received = cmx::ep::dispatch(
+    (void)cmx::ep::dispatch(
         device_, buffer_,
         {.x = {x, num_tokens * hidden}, .topk_idx = topk_idx, .num_tokens = num_tokens});
 
-    // The experts: one launch of the engine's kernel over what arrived, told the row counts.
+    // The experts: one launch of the engine's kernel over what arrived (it reads the row
+    // counts dispatch left in the buffer).
     const cmx::ep::Layout& layout = buffer_.layout();
-    std::vector<std::int32_t> counts;
-    for (int e = 0; e < layout.num_local_experts; ++e)
-      for (int src = 0; src < layout.num_ranks; ++src) counts.push_back(received.count(e, src));
-    cmx::ascend::detail::check_acl(
-        aclrtMemcpy(counts_, counts.size() * sizeof(std::int32_t), counts.data(),
-                    counts.size() * sizeof(std::int32_t), ACL_MEMCPY_HOST_TO_DEVICE),
-        "aclrtMemcpy");
-    device_.launch(std::min<int>(device_.max_blocks(), static_cast<int>(counts.size())),
-                   engine::StandInExperts<Device>{device_, buffer_.symmetric(), layout, counts_});
+    device_.launch(std::min(device_.max_blocks(), layout.num_local_experts * layout.num_ranks),
+                   engine::StandInExperts<Device>{device_, buffer_.symmetric(), layout});
 
     // Zero-copy combine: the peers read the expert outputs where the kernel wrote them.
     cmx::ep::combine(
@@ -87,7 +74,6 @@ class MoeOp {
  private:
   Device device_;
   cmx::ep::Buffer<Device> buffer_;
-  std::int32_t* counts_;  // [local expert][source rank], device memory
 };
 
 }  // namespace

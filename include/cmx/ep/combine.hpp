@@ -87,7 +87,7 @@ inline void check_combine_args(const CombineArgs& args, const Layout& layout, in
 /// MessageMeta (source token t, choice k), stage the expert output row and put it at (t, k) of
 /// the source rank's combine rows. Received rows, flattened over segments (e, src) in order,
 /// are split evenly among blocks; the counts per segment are read from global memory
-/// (Layout::received_counts, written there by the host).
+/// (Layout::received_counts, written there by dispatch).
 template <Device Dev>
 struct ReturnRows {
   Dev device;
@@ -226,8 +226,6 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
       // 2. Return rows.
       std::int64_t num_rows = 0;
       for (const std::int32_t count : counts) num_rows += count;
-      device.write_local(symmetric, layout.received_counts_offset,
-                         std::as_bytes(std::span<const std::int32_t>(counts)));
       device.launch(
           detail::num_blocks_for(device, num_rows),
           detail::ReturnRows<Dev>{device, symmetric, layout, args.expert_out.data(), num_rows});

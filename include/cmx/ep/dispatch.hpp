@@ -16,7 +16,7 @@
 //   4. Publish, after the launch has joined: signal flag (expert, this rank) on every rank for
 //      every expert, with the count sent (also 0), sequence seq.
 //   5. Receive: wait for the flag of every (local expert, source rank); the payload is the
-//      segment's row count.
+//      segment's row count, which is also copied into the buffer (Layout::received_counts).
 //
 // NOTES (why buffers are reused without clearing): rank A writes into rank B for call seq+1 only
 // after A's combine seq returned. That needed B's combine-seq signal to A, which B raises after
@@ -207,6 +207,11 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
         counts[layout.segment(e, src)] =
             detail::wait_count(device, symmetric, layout.dispatch_flag(e, src), sequence,
                                WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
+
+    // The counts also go where the blocks of combine, and an engine's expert kernels, read
+    // them (Layout::received_counts).
+    device.write_local(symmetric, layout.received_counts_offset,
+                       std::as_bytes(std::span<const std::int32_t>(counts)));
 
     state.phase = Phase::dispatched;
     return Received(layout, config.precision, device.local(symmetric), counts.data(), sequence);

@@ -48,7 +48,8 @@ static_assert(sizeof(Route) == 8, "two int32, no padding");
 ///   |                |   their source rank s. CombineSource::buffer only                    |
 ///   | routes         | [max_tokens_per_rank][num_topk] Route: this rank's dispatch plan     |
 ///   | topk_weights   | [max_tokens_per_rank][num_topk] float: this rank's combine weights   |
-///   | received_counts| [num_local_experts][num_ranks] int32: rows received per segment      |
+///   | received_counts| [num_local_experts][num_ranks] int32: rows dispatch received per     |
+///   |                |   segment (for combine's blocks and an engine's expert kernels)      |
 ///   +----------------+--------------------------------------------------------------------+
 ///
 /// NOTES: segment (local expert e, source rank s) of `messages` is written only by rank s, in

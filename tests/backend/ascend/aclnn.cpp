@@ -66,7 +66,7 @@ void on_npu(const std::function<void(aclrtStream)>& body) {
   cmx::ascend_sim::Machine machine({.num_npus = 1, .cores_per_npu = 1});
   machine.run([&](int) {
     aclrtStream stream = nullptr;
-    cmx::ascend::detail::check_acl(aclrtCreateStream(&stream), "aclrtCreateStream", "test");
+    cmx::ascend::check_acl(aclrtCreateStream(&stream), "aclrtCreateStream", "test");
     try {
       body(stream);
     } catch (...) {
@@ -100,7 +100,7 @@ DeviceBuffer upload(const std::vector<T>& values) {
 template <class T>
 std::vector<T> download(const void* gm, std::size_t count) {
   std::vector<T> out(count);
-  cmx::ascend::detail::check_acl(
+  cmx::ascend::check_acl(
       aclrtMemcpy(out.data(), count * sizeof(T), gm, count * sizeof(T), ACL_MEMCPY_DEVICE_TO_HOST),
       "aclrtMemcpy", "test download");
   return out;

@@ -12,16 +12,11 @@
 #include <utility>
 #include <vector>
 
+#include "cmx/backend/ascend/status.hpp"
 #include "cmx/backend/ascend/toolkit.hpp"
 #include "cmx/core/error.hpp"
 
 namespace cmx::ascend::detail {
-
-/// Throws cmx::Error(transport) naming `call` and `what` unless `code` is ACL_SUCCESS.
-inline void check_acl(aclError code, const char* call, const char* what) {
-  cmx::detail::require(code == ACL_SUCCESS, ErrorCode::transport, what, ": ", call,
-                       " returned ACL error ", code);
-}
 
 /// Throws unless `status` is ACLNN_SUCCESS: cmx::Error(invalid_argument) for
 /// ACLNN_ERR_PARAM_NULLPTR / _INVALID (an argument the operator does not support), else

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "cmx/backend/ascend/kernel_entry.hpp"
+#include "cmx/backend/ascend/status.hpp"
 #include "cmx/backend/ascend/toolkit.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/error.hpp"
@@ -47,11 +48,14 @@
 namespace cmx::ascend {
 
 class Device;
+class World;
 
 namespace detail {
 
 /// UB of one core: the kernel object's copy, then the block's local memory.
 inline constexpr std::size_t kUbBytes = 192 * 1024;
+/// GetSystemCycle's rate on Atlas A2 and A3 (50 MHz): an assumption for other NPUs.
+inline constexpr std::int64_t kCyclesPerMillisecond = 50'000;
 /// UB a kernel object may take (its copy from global memory).
 inline constexpr std::size_t kKernelObjectBytes = 1024;
 /// Elements of a row the row operations widen to float at once (their scratch is sized by it).
@@ -74,17 +78,13 @@ struct HostState {
   int rank = 0;
   int world_size = 1;
   int max_blocks = 1;
-  aclrtStream stream = nullptr;     // where launches are queued
-  void* kernel_object = nullptr;    // GM: the copy of the kernel object a launch runs
-  std::int64_t timeout_cycles = 0;  // of a wait, in system cycles (50 per microsecond)
-  AwaitResult* awaited = nullptr;   // GM, 32 B: what AwaitFlag saw
+  aclrtStream stream = nullptr;        // where launches are queued
+  void* kernel_object = nullptr;       // GM: the copy of the kernel object a launch runs
+  std::int64_t timeout_cycles = 0;     // of a wait, in system cycles (kCyclesPerMillisecond)
+  AwaitResult* awaited = nullptr;      // GM, 32 B: what AwaitFlag saw
+  std::byte* barrier_flags = nullptr;  // symmetric, [world_size] flags: rank r raises slot r
+  std::uint64_t barrier_epoch = 0;     // barriers passed
 };
-
-/// Throws cmx::Error(state) naming `what` unless an ACL call returned ACL_SUCCESS.
-inline void check_acl(aclError status, const char* what) {
-  cmx::detail::require(status == ACL_SUCCESS, ErrorCode::state, what, " failed with aclError ",
-                       static_cast<int>(status));
-}
 
 }  // namespace detail
 
@@ -105,12 +105,6 @@ class Device {
     std::byte* base = nullptr;
     std::size_t bytes = 0;  // per rank
   };
-
-  explicit Device(detail::HostState& host) noexcept
-      : rank_(host.rank),
-        world_size_(host.world_size),
-        max_blocks_(host.max_blocks),
-        host_(&host) {}
 
   int rank() const noexcept { return rank_; }
   int world_size() const noexcept { return world_size_; }
@@ -137,17 +131,17 @@ class Device {
   void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> source) {
     check_range(sym, offset, source.size(), "write_local");
     if (source.empty()) return;
-    detail::check_acl(aclrtMemcpy(sym.base + offset, sym.bytes - offset, source.data(),
-                                  source.size(), ACL_MEMCPY_HOST_TO_DEVICE),
-                      "write_local: aclrtMemcpy");
+    check_acl(aclrtMemcpy(sym.base + offset, sym.bytes - offset, source.data(), source.size(),
+                          ACL_MEMCPY_HOST_TO_DEVICE),
+              "aclrtMemcpy", "ascend::Device::write_local");
   }
 
   void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
     check_range(sym, offset, out.size(), "read_local");
     if (out.empty()) return;
-    detail::check_acl(aclrtMemcpy(out.data(), out.size(), sym.base + offset, out.size(),
-                                  ACL_MEMCPY_DEVICE_TO_HOST),
-                      "read_local: aclrtMemcpy");
+    check_acl(aclrtMemcpy(out.data(), out.size(), sym.base + offset, out.size(),
+                          ACL_MEMCPY_DEVICE_TO_HOST),
+              "aclrtMemcpy", "ascend::Device::read_local");
   }
 
   /// A one-core kernel that writes the flag slot {seq, payload} into `dst_rank`'s part with
@@ -162,8 +156,11 @@ class Device {
   std::int64_t wait(const Symmetric& sym, std::size_t offset, std::uint64_t sequence,
                     const WaitSite& site);
 
-  /// aclshmem_barrier_all: every NPU arrives, and their puts are complete, before any leaves.
-  void barrier() { aclshmem_barrier_all(); }
+  /// Every NPU raises its slot of the world's barrier flags on every NPU, then waits for every
+  /// NPU's: their earlier launches (puts included) have completed when they signal. Bounded like
+  /// wait (not aclshmem_barrier_all, which waits without a limit): cmx::Error(timeout) names
+  /// the first NPU that did not arrive. 2 * world_size one-core launches.
+  void barrier();
 
   /// Copies `kernel` (trivially copyable: it reaches memory only through the Device it holds
   /// as its member `device`, global memory and Block::local) into global memory and runs it on
@@ -190,6 +187,7 @@ class Device {
     return tile;
   }
 
+  /// A tile of `count` elements of T copied from global memory at `ptr` into UB.
   template <class T>
   std::span<const T> stage_in(LocalArena& local, const T* ptr, std::size_t count) {
     const std::span<T> tile = local.take<T>(count);
@@ -197,11 +195,13 @@ class Device {
     return tile;
   }
 
+  /// Copies tile.size() elements of global memory at `ptr` into `tile` (UB).
   template <class T>
   void load(std::span<T> tile, const T* ptr) {
     copy_in(std::as_writable_bytes(tile), ptr);
   }
 
+  /// Copies `tile` (UB) to global memory at `ptr`.
   template <class T>
   void store(T* ptr, std::span<const T> tile) {
     copy_out(ptr, std::as_bytes(tile));
@@ -212,7 +212,11 @@ class Device {
   /// ReduceSum(x * 0) (what ReduceMax does with NaN is not documented); then one multiply by
   /// 127 / amax (computed by the scalar unit as on the CPU), round half to even into int32, and
   /// two exact casts to int8 (float -> half -> int8 would round twice).
+  /// Like every row operation here, it starts after the scalar unit's and the DMA's earlier
+  /// writes (the caller may have zeroed or staged the tiles) and returns with its vector work
+  /// done (the caller may read or move the result at once): PipeBarrier<PIPE_ALL> at both ends.
   float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) {
+    const VectorSection section;
     const Scratch scratch = row_scratch();
     float amax = 0.0f;
     float poison = 0.0f;  // NaN iff an element is Inf or NaN
@@ -253,6 +257,7 @@ class Device {
   /// FusedMulAdd(x, weight, acc) = weight * x + acc rounded once (assumed: the instruction's
   /// documentation does not say), and x copied back into acc by Muls(1), exact.
   void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row, float weight) {
+    const VectorSection section;
     const Scratch scratch = row_scratch();
     for (std::size_t begin = 0; begin < row.size(); begin += detail::kRowChunk) {
       const auto count = static_cast<int32_t>(std::min(detail::kRowChunk, row.size() - begin));
@@ -265,15 +270,25 @@ class Device {
     }
   }
 
-  /// cmx::round_row_to_bf16, bit for bit: one Cast, round half to even.
+  /// cmx::round_row_to_bf16, bit for bit: a Cast per chunk, round half to even.
   void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) {
-    AscendC::Cast(ub_tensor(out), ub_tensor(in), AscendC::RoundMode::CAST_RINT,
-                  static_cast<uint32_t>(in.size()));
+    const VectorSection section;
+    for (std::size_t begin = 0; begin < in.size(); begin += detail::kRowChunk)
+      AscendC::Cast(ub_tensor(out.subspan(begin)), ub_tensor(in.subspan(begin)),
+                    AscendC::RoundMode::CAST_RINT,
+                    static_cast<uint32_t>(std::min(detail::kRowChunk, in.size() - begin)));
   }
 
  private:
+  friend class World;
   template <class Kernel>
   friend void detail::run_kernel(GM_ADDR kernel_object);
+
+  explicit Device(detail::HostState& host) noexcept
+      : rank_(host.rank),
+        world_size_(host.world_size),
+        max_blocks_(host.max_blocks),
+        host_(&host) {}
 
   void check_range(const Symmetric& sym, std::size_t offset, std::size_t bytes,
                    const char* what) const {
@@ -312,6 +327,16 @@ class Device {
         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(tile.data()), tile.size()));
   }
 
+  /// Brackets a row operation's vector work with PipeBarrier<PIPE_ALL>: what the scalar unit
+  /// or a DMA wrote to its tiles before is visible to it, and its results are complete when it
+  /// returns.
+  struct VectorSection {
+    VectorSection() { AscendC::PipeBarrier<PIPE_ALL>(); }
+    ~VectorSection() { AscendC::PipeBarrier<PIPE_ALL>(); }
+    VectorSection(const VectorSection&) = delete;
+    VectorSection& operator=(const VectorSection&) = delete;
+  };
+
   /// The row operations' UB scratch, carved from its buffer (detail::kScratchBytes).
   struct Scratch {
     AscendC::LocalTensor<float> x;       // [kRowChunk]
@@ -330,14 +355,15 @@ class Device {
             bytes[2 * kFloats + detail::kRowChunk * 2 + kWork].ReinterpretCast<float>()};
   }
 
-  /// GM -> UB, complete on return. DataCopy for whole 32-byte units at an aligned address,
-  /// DataCopyPad otherwise.
+  /// GM -> UB, complete on return, after every earlier use of the tile. DataCopy for whole 32-byte
+  /// units at an aligned address, DataCopyPad otherwise.
   void copy_in(std::span<std::byte> tile, const void* global) {
     if (tile.empty()) return;
     AscendC::GlobalTensor<uint8_t> source;
     source.SetGlobalBuffer(static_cast<__gm__ uint8_t*>(const_cast<void*>(global)), tile.size());
     const AscendC::LocalTensor<uint8_t> destination = ub_bytes(tile);
     const auto bytes = static_cast<uint32_t>(tile.size());
+    AscendC::PipeBarrier<PIPE_ALL>();  // earlier vector and scalar reads of the tile are done
     if (bytes % kTileAlignment == 0 &&
         reinterpret_cast<std::uintptr_t>(global) % kTileAlignment == 0)
       AscendC::DataCopy(destination, source, bytes);
@@ -347,7 +373,8 @@ class Device {
     AscendC::PipeBarrier<PIPE_ALL>();  // the DMA in is complete before the tile is read
   }
 
-  /// UB -> GM, complete on return (the tile may be rewritten at once).
+  /// UB -> GM, after every earlier write of the tile, complete on return (the tile may be
+  /// rewritten at once).
   void copy_out(void* global, std::span<const std::byte> tile) {
     if (tile.empty()) return;
     AscendC::GlobalTensor<uint8_t> destination;
@@ -360,7 +387,9 @@ class Device {
       AscendC::DataCopy(destination, source, bytes);
     else
       AscendC::DataCopyPad(destination, source, AscendC::DataCopyExtParams{1, bytes, 0, 0, 0});
-    AscendC::PipeBarrier<PIPE_MTE3>();
+    // Complete, and every pipe past it: PIPE_MTE3 alone orders only later DMAs out, and the
+    // scalar or vector unit could rewrite the tile while the DMA still reads it.
+    AscendC::PipeBarrier<PIPE_ALL>();
   }
 
   int rank_;
@@ -487,9 +516,9 @@ void Device::launch(int num_blocks, const Kernel& kernel) {
   cmx::detail::require(num_blocks >= 1 && num_blocks <= max_blocks_, ErrorCode::invalid_argument,
                        "rank ", rank_, ": launch of ", num_blocks, " blocks, outside [1, ",
                        max_blocks_, "] (the AIV cores this world uses)");
-  detail::check_acl(aclrtMemcpy(host_->kernel_object, detail::kKernelObjectBytes, &kernel,
-                                sizeof(Kernel), ACL_MEMCPY_HOST_TO_DEVICE),
-                    "launch: aclrtMemcpy of the kernel object");
+  check_acl(aclrtMemcpy(host_->kernel_object, detail::kKernelObjectBytes, &kernel, sizeof(Kernel),
+                        ACL_MEMCPY_HOST_TO_DEVICE),
+            "aclrtMemcpy of the kernel object", "ascend::Device::launch");
   auto* object = static_cast<GM_ADDR>(host_->kernel_object);
   detail::KernelEntry<Kernel>::launch(static_cast<std::uint32_t>(num_blocks), host_->stream,
                                       object);
@@ -517,15 +546,26 @@ inline std::int64_t Device::wait(const Symmetric& sym, std::size_t offset, std::
   launch(1, detail::AwaitFlag{*this, sym.base + offset, static_cast<std::int32_t>(sequence),
                               host_->timeout_cycles, host_->awaited});
   detail::AwaitResult result{};
-  detail::check_acl(aclrtMemcpy(&result, sizeof(result), host_->awaited, sizeof(result),
-                                ACL_MEMCPY_DEVICE_TO_HOST),
-                    "wait: aclrtMemcpy of the flag's payload");
+  check_acl(aclrtMemcpy(&result, sizeof(result), host_->awaited, sizeof(result),
+                        ACL_MEMCPY_DEVICE_TO_HOST),
+            "aclrtMemcpy of the flag's payload", "ascend::Device::wait");
   if (result.arrived != 1)
     cmx::detail::fail(ErrorCode::timeout, "rank ", rank_, ": ", site.what, " waited for rank ",
                       site.peer_rank,
                       site.index >= 0 ? " (flag " + std::to_string(site.index) + ")" : "",
-                      " longer than the timeout of ", host_->timeout_cycles / 50'000, " ms");
+                      " longer than the timeout of ",
+                      host_->timeout_cycles / detail::kCyclesPerMillisecond, " ms");
   return result.payload;
+}
+
+inline void Device::barrier() {
+  const Symmetric flags{host_->barrier_flags, static_cast<std::size_t>(world_size_) * kFlagBytes};
+  const std::uint64_t epoch = ++host_->barrier_epoch;
+  const std::size_t mine = static_cast<std::size_t>(rank_) * kFlagBytes;
+  for (int peer = 0; peer < world_size_; ++peer) signal(flags, peer, mine, epoch, 0);
+  for (int peer = 0; peer < world_size_; ++peer)
+    (void)wait(flags, static_cast<std::size_t>(peer) * kFlagBytes, epoch,
+               WaitSite{"barrier", peer, -1});
 }
 
 static_assert(std::is_trivially_copyable_v<Device>, "a Device is copied onto the cores");

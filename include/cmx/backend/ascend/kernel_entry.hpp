@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cmx/backend/ascend/status.hpp"
 #include "cmx/backend/ascend/toolkit.hpp"
 
 namespace cmx::ascend::detail {
@@ -62,8 +63,8 @@ void run_kernel(GM_ADDR kernel_object);
     static void launch(std::uint32_t blocks, aclrtStream stream, GM_ADDR object) {        \
       ::cmx::detail::require(aclrtlaunch_##name(blocks, stream, object) == 0,             \
                              ::cmx::ErrorCode::state, "launch of " #name " failed");      \
-      ::cmx::ascend::detail::check_acl(aclrtSynchronizeStream(stream),                    \
-                                       "aclrtSynchronizeStream after " #name);            \
+      ::cmx::ascend::check_acl(aclrtSynchronizeStream(stream), "aclrtSynchronizeStream",  \
+                               "the launch of " #name);                                   \
     }                                                                                     \
   };
 #endif
