@@ -266,7 +266,8 @@ TEST_CASE(
     for (float& s : scales) s = bf16::from_float(s).to_float();
     const std::vector<bf16> c = run_masked(area, weights, scales, n);
     int off_formula = 0, beyond_one_step = 0, untouched_ok = 0, valid = 0;
-    const cmx::gemm::MaskedRows rows = area.rows(nullptr);
+    // The host copy's view: only its counts and slot indices are used here.
+    const cmx::gemm::MaskedRows rows = area.rows(area.bytes.data());
     for (int g = 0; g < groups; ++g)
       for (int s = 0; s < segments; ++s)
         for (int slot = 0; slot < capacity; ++slot) {
@@ -297,7 +298,8 @@ TEST_CASE(
   }
   SUBCASE("any float channel scales: cmx within 2^-7 relative (the bf16 scale conversion)") {
     const std::vector<bf16> c = run_masked(area, weights, scales, n);
-    const cmx::gemm::MaskedRows rows = area.rows(nullptr);
+    // The host copy's view: only its counts and slot indices are used here.
+    const cmx::gemm::MaskedRows rows = area.rows(area.bytes.data());
     int outside = 0, checked = 0;
     for (int g = 0; g < groups; ++g)
       for (int s = 0; s < segments; ++s)
