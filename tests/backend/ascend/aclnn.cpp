@@ -48,17 +48,15 @@
 #include "cmx/ep/layout.hpp"
 #include "cmx/reference/gemm.hpp"
 #include "cmx/reference/mla.hpp"
+#include "sim_harness.hpp"
 
 using cmx::bf16;
 using cmx::ErrorCode;
 using cmx::ascend::detail::DeviceBuffer;
+using cmx::test::Caught;
+using cmx::test::error_of;
 
 namespace {
-
-struct Caught {
-  ErrorCode code;
-  std::string message;
-};
 
 // Runs `body(stream)` on the host thread of a one-NPU machine, with a stream; rethrows what
 // it throws.
@@ -75,16 +73,6 @@ void on_npu(const std::function<void(aclrtStream)>& body) {
     }
     (void)aclrtDestroyStream(stream);
   });
-}
-
-// The cmx::Error of `body`, or nothing.
-std::optional<Caught> error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const cmx::Error& e) {
-    return Caught{e.code(), e.what()};
-  }
-  return std::nullopt;
 }
 
 // `values` in a new GM buffer.
