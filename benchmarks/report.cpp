@@ -96,9 +96,9 @@ std::optional<PublishedTable> initialize(int argc, char** argv,
   if (const char* from_env = std::getenv(kPublishedEnv)) published.path = from_env;
 
   // Google Benchmark's arguments: ours first, so that the user's override them; our own flag
-  // taken out.
-  std::vector<std::string> arguments = {argv[0]};
-  arguments.insert(arguments.end(), kDefaultFlags.begin(), kDefaultFlags.end());
+  // taken out. The program name stays argv[0] itself: Google Benchmark keeps that pointer (the
+  // JSON context's "executable"), so it must outlive this function, as `arguments` does not.
+  std::vector<std::string> arguments(kDefaultFlags.begin(), kDefaultFlags.end());
   for (int i = 1; i < argc; ++i) {
     const std::string_view argument = argv[i];
     if (argument.starts_with(kPublishedFlag))
@@ -106,7 +106,7 @@ std::optional<PublishedTable> initialize(int argc, char** argv,
     else
       arguments.emplace_back(argument);
   }
-  std::vector<char*> argument_pointers;
+  std::vector<char*> argument_pointers = {argv[0]};
   for (std::string& argument : arguments) argument_pointers.push_back(argument.data());
   int argument_count = static_cast<int>(argument_pointers.size());
   benchmark::Initialize(&argument_count, argument_pointers.data());

@@ -254,15 +254,18 @@ class UnfusedEp {
       }
 
     // 4. Reduce: y[t] = sum over k in order of fma(topk_weights[t, k], row(t, k), acc) in fp32
-    //    (the device's accumulate_weighted_row, i.e. std::fma), rounded once to bf16
-    //    (cmx::round_row_to_bf16): the same arithmetic as cmx::ep::combine.
+    //    (the device's accumulate_weighted_rows over the token's unmasked rows, i.e. std::fma),
+    //    rounded once to bf16 (cmx::round_row_to_bf16): the same arithmetic as cmx::ep::combine.
     for (std::size_t t = 0; t < num_tokens_; ++t) {
-      std::fill(accumulator_.begin(), accumulator_.end(), 0.0f);
+      token_rows_.clear();
+      token_weights_.clear();
       for (std::size_t k = 0; k < num_topk; ++k) {
         if (topk_idx_[t * num_topk + k] < 0) continue;
-        device_.accumulate_weighted_row(accumulator_, combine_row(t, k),
-                                        topk_weights[t * num_topk + k]);
+        token_rows_.push_back(combine_row(t, k));
+        token_weights_.push_back(topk_weights[t * num_topk + k]);
       }
+      std::fill(accumulator_.begin(), accumulator_.end(), 0.0f);
+      device_.accumulate_weighted_rows(accumulator_, token_rows_, token_weights_);
       device_.round_row_to_bf16(accumulator_, y.subspan(t * hidden_, hidden_));
     }
   }
@@ -324,9 +327,12 @@ class UnfusedEp {
   // [num_local_experts][num_ranks][max_tokens] dispatch records, capacity-sized like cmx's
   // receive area; only received rows are ever written (LazyArray: only they take memory).
   LazyArray<std::byte> received_;
-  std::vector<int> received_counts_;        // [num_local_experts][num_ranks]
-  std::vector<bf16> combine_rows_;          // [max_tokens][num_topk][hidden]
-  std::vector<float> accumulator_;          // [hidden] fp32
+  std::vector<int> received_counts_;  // [num_local_experts][num_ranks]
+  std::vector<bf16> combine_rows_;    // [max_tokens][num_topk][hidden]
+  std::vector<float> accumulator_;    // [hidden] fp32
+  // A token's unmasked rows and their weights, in k order (capacity kept between calls).
+  std::vector<std::span<const bf16>> token_rows_;
+  std::vector<float> token_weights_;
   std::span<const std::int32_t> topk_idx_;  // of the last dispatch, [num_tokens][num_topk]
   std::size_t num_tokens_ = 0;
 };

@@ -100,8 +100,10 @@ class MinimalDevice {
   float quantize_row_int8(std::span<const cmx::bf16> row, std::span<std::int8_t> out) {
     return cmx::quantize_row_int8(row, out);
   }
-  void accumulate_weighted_row(std::span<float> acc, std::span<const cmx::bf16> row, float w) {
-    cmx::accumulate_weighted_row(acc, row, w);
+  void accumulate_weighted_rows(std::span<float> acc,
+                                std::span<const std::span<const cmx::bf16>> rows,
+                                std::span<const float> weights) {
+    cmx::accumulate_weighted_rows(acc, rows, weights);
   }
   void round_row_to_bf16(std::span<const float> in, std::span<cmx::bf16> out) {
     cmx::round_row_to_bf16(in, out);

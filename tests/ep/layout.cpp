@@ -1,8 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// ep::Layout: every region and row is 32-byte aligned, regions do not overlap, rows tile them.
+// ep::Layout: every region and row is 32-byte aligned, regions do not overlap, rows tile them;
+// and the column chunks of combine's reduction, which the layout's shape decides.
 #include "cmx/ep/layout.hpp"
 
 #include <doctest/doctest.h>
+
+#include "cmx/ep/combine.hpp"
 
 namespace ep = cmx::ep;
 
@@ -76,4 +79,49 @@ TEST_CASE("a zero-copy buffer holds the expert outputs instead of the returned r
       CHECK(layout.expert_out_row(1, num_ranks - 1, 4) + layout.combine_row_bytes ==
             layout.routes_offset);
     }
+}
+
+TEST_CASE("combine's reduction chunks fit local memory and cut a row into near-equal parts") {
+  for (const int num_topk : {1, 8, 16})
+    for (const int hidden : {16, 48, 7152, 7168, 16384})
+      for (const std::size_t local_bytes : {196608u, 163840u, 20000u, 1000u}) {
+        const ep::Layout layout(
+            {.num_experts = 16, .max_tokens_per_rank = 4, .hidden = hidden, .num_topk = num_topk},
+            2);
+        INFO("topk ", num_topk, " hidden ", hidden, " local ", local_bytes);
+        const std::size_t k = static_cast<std::size_t>(num_topk);
+        const std::size_t token_bytes = cmx::round_up(k * 8, 32) + cmx::round_up(k * 4, 32);
+        const std::size_t column_bytes = 4 + 2 + 2 * k;
+        if (token_bytes + 16 * column_bytes > local_bytes) {
+          CHECK_THROWS_AS(ep::detail::reduce_chunk_columns(local_bytes, layout), cmx::Error);
+          continue;
+        }
+        const std::size_t columns = ep::detail::reduce_chunk_columns(local_bytes, layout);
+        const std::size_t h = static_cast<std::size_t>(hidden);
+        CHECK(columns % 16 == 0);
+        CHECK(columns >= 16);
+        CHECK(columns <= h);
+        CHECK(token_bytes + columns * column_bytes <= local_bytes);  // sums, result, k rows
+        // As few chunks as fit, the last one no wider than the others and not empty.
+        const std::size_t num_chunks = (h + columns - 1) / columns;
+        const std::size_t widest = (local_bytes - token_bytes) / column_bytes / 16 * 16;
+        CHECK(num_chunks == (h + widest - 1) / widest);
+        const std::size_t last = h - (num_chunks - 1) * columns;
+        CHECK(last > 0);
+        CHECK(last <= columns);
+        CHECK(last + 16 * num_chunks >= columns);  // each chunk within 16 of h / num_chunks
+      }
+  // The cases the tests of dispatch and combine run: one chunk on DeepSeek's shape; two
+  // unequal ones for top-16 at hidden 7152, on the CPU (192 KiB) and on Ascend (160 KiB).
+  const auto columns_for = [](int hidden, int num_topk, std::size_t local_bytes) {
+    return ep::detail::reduce_chunk_columns(local_bytes, ep::Layout({.num_experts = 256,
+                                                                     .max_tokens_per_rank = 128,
+                                                                     .hidden = hidden,
+                                                                     .num_topk = num_topk},
+                                                                    8));
+  };
+  CHECK(columns_for(7168, 8, 196608) == 7168);
+  CHECK(columns_for(7168, 8, 163840) == 7168);
+  CHECK(columns_for(7152, 16, 196608) == 3584);  // 3584 + 3568
+  CHECK(columns_for(7152, 16, 163840) == 3584);
 }

@@ -99,6 +99,18 @@ inline void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> 
   for (std::size_t i = 0; i < acc.size(); ++i) acc[i] = std::fma(weight, row[i].to_float(), acc[i]);
 }
 
+/// accumulate_weighted_row(acc, rows[k], weights[k]) for k = 0, 1, ... in order: each element
+/// takes one fma per row, in row order. Requires rows.size() == weights.size() and every row
+/// acc.size() long.
+///
+/// NOTES: only the order per element is fixed, so an implementation may sweep the rows
+/// together, a few elements at a time, with the sums in registers (what the CPU backends do).
+inline void accumulate_weighted_rows(std::span<float> acc,
+                                     std::span<const std::span<const bf16>> rows,
+                                     std::span<const float> weights) noexcept {
+  for (std::size_t k = 0; k < rows.size(); ++k) accumulate_weighted_row(acc, rows[k], weights[k]);
+}
+
 /// out[i] = bf16 nearest to in[i] (ties to even). Requires out.size() == in.size().
 inline void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) noexcept {
   for (std::size_t i = 0; i < in.size(); ++i) out[i] = bf16::from_float(in[i]);

@@ -118,7 +118,10 @@ using BlockBody = std::function<void(Block&)>;
 ///                                            ptr into a tile of local memory.
 ///   d.store(ptr, tile)                       writes a tile to global memory of this rank.
 ///   d.quantize_row_int8(row, out) -> scale   cmx::quantize_row_int8, bit for bit.
-///   d.accumulate_weighted_row(acc, row, w)   cmx::accumulate_weighted_row, bit for bit.
+///   d.accumulate_weighted_rows(acc, rows, w) cmx::accumulate_weighted_rows, bit for bit: the
+///                                            rows (tiles) added in order, weight w[k] for
+///                                            rows[k] (w.size() == rows.size(); w in any memory
+///                                            the block reads, such as its own variables).
 ///   d.round_row_to_bf16(in, out)             cmx::round_row_to_bf16, bit for bit.
 // clang-format off  (clang-format 14 flattens requires-expressions)
 template <class D>
@@ -127,7 +130,8 @@ concept Device = std::copy_constructible<D> &&
              std::uint64_t seq, std::int64_t payload, LocalArena& local, BlockBody body,
              const bf16* global_bf16, bf16* global_bf16_out, std::span<const bf16> row,
              std::span<std::int8_t> codes, std::span<float> acc, std::span<const float> values,
-             std::span<bf16> rounded, std::span<const std::byte> source) {
+             std::span<bf16> rounded, std::span<const std::byte> source,
+             std::span<const std::span<const bf16>> tiles) {
   { cd.rank() } -> std::same_as<int>;
   { cd.world_size() } -> std::same_as<int>;
   { cd.max_blocks() } -> std::same_as<int>;
@@ -148,7 +152,7 @@ concept Device = std::copy_constructible<D> &&
   { d.load(rounded, global_bf16) } -> std::same_as<void>;
   { d.store(global_bf16_out, row) } -> std::same_as<void>;
   { d.quantize_row_int8(row, codes) } -> std::same_as<float>;
-  { d.accumulate_weighted_row(acc, row, 1.0f) } -> std::same_as<void>;
+  { d.accumulate_weighted_rows(acc, tiles, values) } -> std::same_as<void>;
   { d.round_row_to_bf16(values, rounded) } -> std::same_as<void>;
 };
 // clang-format on

@@ -17,8 +17,10 @@
 //   5. Reduce, in blocks over tokens (detail::ReduceTokens): y[t] = sum over unmasked k, in k
 //      order, of fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. row(t, k)
 //      is staged from this rank's combine rows (push), or from the expert_out of the rank hosting
-//      expert topk_idx[t, k], at the slot dispatch gave the choice (pull). A token with no
-//      expert gives zeros.
+//      expert topk_idx[t, k], at the slot dispatch gave the choice (pull). A token's rows are
+//      staged and added together, a chunk of columns at a time, so that the fp32 sums are read
+//      and written once per chunk, not once per row (a CPU with AVX-512 keeps them in
+//      registers). A token with no expert gives zeros.
 //
 // NOTES: the reduction order is fixed by k, never by arrival, and each (t, k) row has one
 // writer, so y is bitwise the same whatever the rank speeds, block counts or combine source.
@@ -29,6 +31,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -131,10 +134,37 @@ struct ReturnRows {
   }
 };
 
+/// Columns (elements) per chunk of step 5 with `local_bytes` of local memory free, a multiple
+/// of 16 (a 32-byte bf16 tile): the widest at which a token's routes and weights, the fp32 sums
+/// and bf16 result of the chunk, and the chunk of each of num_topk rows all fit (what
+/// ReduceTokens takes and stages), then narrowed to the width that cuts a row into chunks of
+/// near-equal widths; the last may be narrower. All of H on the DeepSeek shape (7168 columns,
+/// 8 rows: 154 KiB). Throws cmx::Error(capacity) if not even 16 columns fit.
+inline std::size_t reduce_chunk_columns(std::size_t local_bytes, const Layout& layout) {
+  constexpr std::size_t kColumnStep = kTileAlignment / sizeof(bf16);
+  const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
+  const std::size_t num_topk = static_cast<std::size_t>(layout.num_topk);
+  // As ReduceTokens stages them: the token's routes and weights, then per column its sum,
+  // its result and one element of each row.
+  const std::size_t token_bytes = round_up(num_topk * sizeof(Route), kTileAlignment) +
+                                  round_up(num_topk * sizeof(float), kTileAlignment);
+  const std::size_t column_bytes = sizeof(float) + sizeof(bf16) + num_topk * sizeof(bf16);
+  const std::size_t widest =
+      local_bytes > token_bytes
+          ? (local_bytes - token_bytes) / column_bytes / kColumnStep * kColumnStep
+          : 0;
+  cmx::detail::require(widest > 0, ErrorCode::capacity, "combine: ", local_bytes,
+                       " B of local memory hold no chunk of ", num_topk, " rows");
+  const std::size_t num_chunks = (hidden + widest - 1) / widest;
+  return round_up((hidden + num_chunks - 1) / num_chunks, kColumnStep);
+}
+
 /// Step 5 of combine, one block's share of the tokens: y[t] = sum over unmasked k, in k order,
-/// of fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16; the accumulator
-/// and the result stay in local memory, one staged row at a time. The routes and weights are
-/// read from global memory (written there by the host).
+/// of fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. A token's rows are
+/// added together (Device::accumulate_weighted_rows), a chunk of columns at a time
+/// (reduce_chunk_columns): the chunk of every unmasked row is staged, summed into fp32 in local
+/// memory, rounded and stored. The routes and weights are read from global memory (written
+/// there by the host).
 template <Device Dev>
 struct ReduceTokens {
   Dev device;
@@ -145,12 +175,13 @@ struct ReduceTokens {
 
   void operator()(Block& block) {
     const auto [begin, end] = block_range(num_tokens, block.index, block.count);
-    const bool pull = layout.combine_source == CombineSource::buffer;
     const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
     const std::size_t num_topk = static_cast<std::size_t>(layout.num_topk);
     const std::byte* part = device.local(symmetric);
-    const std::span<float> acc = block.local.take<float>(hidden);  // [hidden] fp32
-    const std::span<bf16> out = block.local.take<bf16>(hidden);    // [hidden] the result
+    const std::size_t columns =
+        reduce_chunk_columns(block.local.capacity() - block.local.mark(), layout);
+    const std::span<float> acc = block.local.take<float>(columns);  // [columns] fp32 sums
+    const std::span<bf16> out = block.local.take<bf16>(columns);    // [columns] the result
     const std::size_t token_mark = block.local.mark();
     for (std::int64_t t = begin; t < end; ++t) {
       const int token = static_cast<int>(t);
@@ -160,26 +191,54 @@ struct ReduceTokens {
       const std::span<const float> weights = device.stage_in(
           block.local, reinterpret_cast<const float*>(part + layout.topk_weight(token, 0)),
           num_topk);
-      const std::size_t row_mark = block.local.mark();
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int k = 0; k < layout.num_topk; ++k) {
-        const Route route = routes[static_cast<std::size_t>(k)];
-        if (route.expert < 0) continue;
-        block.local.rewind(row_mark);
-        const std::span<const bf16> row =
-            pull ? device.template stage_in_peer<bf16>(
-                       block.local, symmetric, layout.home_rank(route.expert),
-                       layout.expert_out_row(layout.local_expert(route.expert), device.rank(),
-                                             route.slot),
-                       hidden)
-                 : device.stage_in(
-                       block.local,
-                       reinterpret_cast<const bf16*>(part + layout.combine_row(token, k)), hidden);
-        device.accumulate_weighted_row(acc, row, weights[static_cast<std::size_t>(k)]);
+      // The unmasked choices, in k order, with their weights.
+      std::array<int, kMaxTopk> choices{};
+      std::array<float, kMaxTopk> choice_weights{};
+      std::size_t num_rows = 0;
+      for (std::size_t k = 0; k < num_topk; ++k) {
+        if (routes[k].expert < 0) continue;
+        choices[num_rows] = static_cast<int>(k);
+        choice_weights[num_rows++] = weights[k];
       }
-      device.round_row_to_bf16(acc, out);
-      device.store(y + static_cast<std::size_t>(t) * hidden, std::span<const bf16>(out));
+      const std::size_t chunk_mark = block.local.mark();
+      for (std::size_t first = 0; first < hidden; first += columns) {
+        const std::size_t width = std::min(columns, hidden - first);
+        block.local.rewind(chunk_mark);
+        std::array<std::span<const bf16>, kMaxTopk> rows;  // columns [first, first + width)
+        for (std::size_t row = 0; row < num_rows; ++row) {
+          const int k = choices[row];
+          rows[row] =
+              stage_row(block.local, token, k, routes[static_cast<std::size_t>(k)], first, width);
+        }
+        const std::span<float> sums = acc.first(width);
+        std::fill(sums.begin(), sums.end(), 0.0f);
+        device.accumulate_weighted_rows(sums, std::span(rows).first(num_rows),
+                                        std::span<const float>(choice_weights).first(num_rows));
+        device.round_row_to_bf16(sums, out.first(width));
+        device.store(y + static_cast<std::size_t>(t) * hidden + first,
+                     std::span<const bf16>(out.first(width)));
+      }
     }
+  }
+
+ private:
+  // Columns [first, first + width) of row (token, k): from this rank's combine rows (push), or
+  // from the expert_out of the rank hosting the route's expert, at the slot dispatch gave the
+  // choice (pull).
+  std::span<const bf16> stage_row(LocalArena& local, int token, int k, Route route,
+                                  std::size_t first, std::size_t width) {
+    const std::size_t column_offset = first * sizeof(bf16);
+    if (layout.combine_source == CombineSource::buffer)
+      return device.template stage_in_peer<bf16>(
+          local, symmetric, layout.home_rank(route.expert),
+          layout.expert_out_row(layout.local_expert(route.expert), device.rank(), route.slot) +
+              column_offset,
+          width);
+    return device.stage_in(
+        local,
+        reinterpret_cast<const bf16*>(device.local(symmetric) + layout.combine_row(token, k) +
+                                      column_offset),
+        width);
   }
 };
 

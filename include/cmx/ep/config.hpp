@@ -25,8 +25,9 @@ enum class CombineSource : std::int32_t {
   buffer = 1,
 };
 
-/// Largest supported hidden size: combine's reduction keeps an fp32 accumulator, a bf16 result
-/// and one staged bf16 row of this size (128 KiB) in a block's local memory.
+/// Largest supported hidden size, the largest tested: dispatch and the caller-memory combine
+/// stage whole rows in a block's local memory (here a 32 KiB bf16 row beside its message, well
+/// within 192 KiB); combine's reduction works in chunks of columns and sets no limit of its own.
 inline constexpr int kMaxHidden = 16384;
 /// Largest supported top-k.
 inline constexpr int kMaxTopk = 16;

@@ -153,7 +153,7 @@ TEST_CASE("Ascend (simulated): dispatch and combine match the reference on 2, 4 
                      Routing::uniform, 2, false);
 }
 
-TEST_CASE("Ascend (simulated): every routing pattern, and DeepSeek's hidden size") {
+TEST_CASE("Ascend (simulated): every routing pattern, DeepSeek's hidden size, and top-16") {
   for (const Routing routing :
        {Routing::uniform, Routing::one_expert, Routing::all_masked, Routing::same_rank})
     check_rounds({.num_npus = 4, .experts_per_rank = 2, .hidden = 64, .num_topk = 4, .capacity = 5},
@@ -165,6 +165,11 @@ TEST_CASE("Ascend (simulated): every routing pattern, and DeepSeek's hidden size
                 .capacity = 3,
                 .combine_source = ep::CombineSource::buffer},
                Routing::uniform, 1, false);
+  // Top-16 of 16 experts, 1 in 8 choices masked: combine's reduction stages up to 16 rows per
+  // token, in two unequal chunks of columns (3584 + 3568) within the core's Unified Buffer.
+  check_rounds(
+      {.num_npus = 2, .experts_per_rank = 8, .hidden = 7152, .num_topk = 16, .capacity = 2},
+      Routing::uniform, 1, false);
 }
 
 TEST_CASE("Ascend (simulated): skewed NPU speeds over back-to-back rounds on the same buffer") {

@@ -5,6 +5,7 @@
 // in the simulation, by a test kernel launched through its own AIV entry, as an engine's would.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -20,12 +21,12 @@
 namespace test_kernels {
 
 /// One block: for each of `num_rows` rows of `hidden` bf16 at `rows` (GM), quantizes it into
-/// `codes` and `scales`, accumulates it with `weights[r]` into `acc` and rounds `acc` into
-/// `rounded`, all through the device's row operations.
+/// `codes` and `scales`, accumulates it and the next row with `weights[r][0]` and `[1]` into
+/// `acc` and rounds `acc` into `rounded`, all through the device's row operations.
 struct RowOps {
   cmx::ascend::Device device;
   const cmx::bf16* rows;  // [num_rows][hidden]
-  const float* weights;   // [num_rows] (32 B aligned rows of 8)
+  const float* weights;   // [num_rows][8]: [0] and [1] used (32 B aligned rows of 8)
   float* acc;             // [num_rows][hidden], in: the accumulator, out: after accumulate
   std::int8_t* codes;     // [num_rows][hidden]
   float* scales;          // [num_rows][8]: the scale in [0]
@@ -39,16 +40,24 @@ struct RowOps {
       block.local.reset();
       const std::size_t at = static_cast<std::size_t>(r) * n;
       const auto row = device.stage_in(block.local, rows + at, n);
+      const std::size_t after_row = block.local.mark();
       const std::span<std::int8_t> row_codes = block.local.take<std::int8_t>(n);
       const std::span<float> scale = block.local.take<float>(8);
       scale[0] = device.quantize_row_int8(row, row_codes);
       device.store(codes + at, std::span<const std::int8_t>(row_codes));
       device.store(scales + 8 * r, std::span<const float>(scale));
+      block.local.rewind(after_row);  // (at hidden 16384 the Unified Buffer holds no more)
       const std::span<float> sums = block.local.take<float>(n);
       device.load(sums, acc + at);
-      const float weight = device.stage_in(block.local, weights + 8 * r, 8)[0];
-      device.accumulate_weighted_row(sums, row, weight);
+      // This row and the next, with weights [0] and [1] of its eight: two additions in order.
+      const auto row_weights = device.stage_in(block.local, weights + 8 * r, 8).first(2);
+      const std::size_t before_next = block.local.mark();
+      const std::size_t next_at = static_cast<std::size_t>((r + 1) % num_rows) * n;
+      const std::array<std::span<const cmx::bf16>, 2> pair{
+          row, device.stage_in(block.local, rows + next_at, n)};
+      device.accumulate_weighted_rows(sums, pair, row_weights);
       device.store(acc + at, std::span<const float>(sums));
+      block.local.rewind(before_next);
       const std::span<cmx::bf16> out = block.local.take<cmx::bf16>(n);
       device.round_row_to_bf16(sums, out);
       device.store(rounded + at, std::span<const cmx::bf16>(out));
@@ -114,8 +123,10 @@ TEST_CASE("Ascend (simulated): the vector row operations are the CPU's, bit for 
     std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
     for (float& a : acc) a = uniform(random);
     acc[0] = -0.0f;
-    for (int r = 0; r < num_rows; ++r) weights[8 * static_cast<std::size_t>(r)] = uniform(random);
-    weights[0] = 0.0f;  // acc is then rounded as given, -0 included
+    for (int r = 0; r < num_rows; ++r)
+      for (const std::size_t k : {0u, 1u})
+        weights[8 * static_cast<std::size_t>(r) + k] = uniform(random);
+    weights[0] = weights[1] = 0.0f;  // acc[0] = -0 plus two products 0 * x: a zero's sign
 
     std::vector<std::int8_t> codes;
     std::vector<float> scales;
@@ -150,7 +161,12 @@ TEST_CASE("Ascend (simulated): the vector row operations are the CPU's, bit for 
             std::bit_cast<std::uint32_t>(want_scale));
       CHECK(std::equal(want_codes.begin(), want_codes.end(), codes.begin() + at));
       std::vector<float> want_acc(acc.begin() + at, acc.begin() + at + n);
-      cmx::accumulate_weighted_row(want_acc, row, weights[8 * static_cast<std::size_t>(r)]);
+      const std::size_t next_at = static_cast<std::size_t>((r + 1) % num_rows) * n;
+      const std::array<std::span<const bf16>, 2> pair{
+          row, std::span<const bf16>(rows.data() + next_at, n)};
+      cmx::accumulate_weighted_rows(
+          want_acc, pair,
+          std::span<const float>(weights).subspan(8 * static_cast<std::size_t>(r), 2));
       std::vector<bf16> want_rounded(n);
       cmx::round_row_to_bf16(want_acc, want_rounded);
       bool same_acc = true;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "cmx/backend/tbb/streaming_copy.hpp"
@@ -26,24 +27,58 @@ bf16 random_bf16(std::mt19937& random) {
 
 TEST_CASE("the backend's weighted accumulation is the portable one, bit for bit") {
   std::mt19937 random(11);
-  const float weights[] = {0.3f,   -1.0f, 0.0f,
-                           1e-30f, 3e38f, std::numeric_limits<float>::infinity()};
-  for (const std::size_t size : {0u, 1u, 15u, 16u, 31u, 32u, 33u, 48u, 100u, 7168u}) {
-    for (const float weight : weights) {
-      std::vector<bf16> row(size);
-      for (bf16& value : row) value = random_bf16(random);
+  const float special_weights[] = {0.3f,   -1.0f, 0.0f,
+                                   1e-30f, 3e38f, std::numeric_limits<float>::infinity()};
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  // Sizes at and around the 64-element step and its tail; 0 to 16 rows (K's range).
+  for (const std::size_t size : {0u, 1u, 15u, 16u, 63u, 64u, 65u, 100u, 7168u}) {
+    for (const std::size_t num_rows : {0u, 1u, 2u, 3u, 8u, 16u}) {
+      std::vector<std::vector<bf16>> rows(num_rows, std::vector<bf16>(size));
+      for (auto& row : rows)
+        for (bf16& value : row) value = random_bf16(random);
+      std::vector<float> weights(num_rows);
+      for (std::size_t k = 0; k < num_rows; ++k)
+        weights[k] = k % 2 == 0 ? special_weights[(k / 2 + size) % std::size(special_weights)]
+                                : uniform(random);
+      const std::vector<std::span<const bf16>> tiles(rows.begin(), rows.end());
       std::vector<float> expected(size), actual(size);
       for (std::size_t i = 0; i < size; ++i)
         expected[i] = actual[i] = std::bit_cast<float>(static_cast<std::uint32_t>(random()));
-      cmx::accumulate_weighted_row(expected, row, weight);
-      cmx::tbb_backend::detail::accumulate_weighted_row(actual, row, weight);
+      for (std::size_t k = 0; k < num_rows; ++k)  // the definition: one row after another
+        cmx::accumulate_weighted_row(expected, rows[k], weights[k]);
+      cmx::tbb_backend::detail::accumulate_weighted_rows(actual, tiles, weights);
       for (std::size_t i = 0; i < size; ++i) {
-        INFO("size ", size, " weight ", weight, " element ", i);
+        INFO("size ", size, " rows ", num_rows, " element ", i);
         REQUIRE(std::bit_cast<std::uint32_t>(actual[i]) ==
                 std::bit_cast<std::uint32_t>(expected[i]));
       }
     }
   }
+}
+
+TEST_CASE("the backend's weighted accumulation rounds as the portable one over long finite sums") {
+  // As combine uses it: sums from +0, finite rows and weights, up to 16 rows; every rounding of
+  // the chain counts.
+  std::mt19937 random(13);
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  for (const std::size_t size : {16u, 3568u, 7168u})
+    for (const std::size_t num_rows : {1u, 7u, 16u}) {
+      std::vector<std::vector<bf16>> rows(num_rows, std::vector<bf16>(size));
+      for (auto& row : rows)
+        for (bf16& value : row) value = bf16::from_float(uniform(random));
+      std::vector<float> weights(num_rows);
+      for (float& weight : weights) weight = uniform(random);
+      const std::vector<std::span<const bf16>> tiles(rows.begin(), rows.end());
+      std::vector<float> expected(size, 0.0f), actual(size, 0.0f);
+      cmx::accumulate_weighted_rows(expected, tiles, weights);
+      cmx::tbb_backend::detail::accumulate_weighted_rows(actual, tiles, weights);
+      bool same = true;
+      for (std::size_t i = 0; i < size; ++i)
+        same = same &&
+               std::bit_cast<std::uint32_t>(actual[i]) == std::bit_cast<std::uint32_t>(expected[i]);
+      INFO("size ", size, " rows ", num_rows);
+      CHECK(same);
+    }
 }
 
 TEST_CASE("a streaming copy copies exactly its bytes") {

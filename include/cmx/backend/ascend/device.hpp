@@ -253,21 +253,23 @@ class Device {
     return amax / static_cast<float>(kInt8Max);
   }
 
-  /// cmx::accumulate_weighted_row, bit for bit: per chunk, widen the row (Cast), then
-  /// FusedMulAdd(x, weight, acc) = weight * x + acc rounded once (assumed: the instruction's
-  /// documentation does not say), and x copied back into acc by Muls(1), exact.
-  void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row, float weight) {
+  /// cmx::accumulate_weighted_rows, bit for bit: row after row, per chunk, widen the row (Cast),
+  /// then FusedMulAdd(x, weight, acc) = weight * x + acc rounded once (assumed: the
+  /// instruction's documentation does not say), and x copied back into acc by Muls(1), exact.
+  void accumulate_weighted_rows(std::span<float> acc, std::span<const std::span<const bf16>> rows,
+                                std::span<const float> weights) {
     const VectorSection section;
     const Scratch scratch = row_scratch();
-    for (std::size_t begin = 0; begin < row.size(); begin += detail::kRowChunk) {
-      const auto count = static_cast<int32_t>(std::min(detail::kRowChunk, row.size() - begin));
-      const AscendC::LocalTensor<float> sums = ub_tensor(acc.subspan(begin));
-      AscendC::Cast(scratch.x, ub_tensor(row.subspan(begin)), AscendC::RoundMode::CAST_NONE,
-                    static_cast<uint32_t>(count));
-      AscendC::Duplicate(scratch.y, weight, count);
-      AscendC::FusedMulAdd(scratch.x, scratch.y, sums, count);
-      AscendC::Muls(sums, scratch.x, 1.0f, count);
-    }
+    for (std::size_t k = 0; k < rows.size(); ++k)
+      for (std::size_t begin = 0; begin < acc.size(); begin += detail::kRowChunk) {
+        const auto count = static_cast<int32_t>(std::min(detail::kRowChunk, acc.size() - begin));
+        const AscendC::LocalTensor<float> sums = ub_tensor(acc.subspan(begin));
+        AscendC::Cast(scratch.x, ub_tensor(rows[k].subspan(begin)), AscendC::RoundMode::CAST_NONE,
+                      static_cast<uint32_t>(count));
+        AscendC::Duplicate(scratch.y, weights[k], count);
+        AscendC::FusedMulAdd(scratch.x, scratch.y, sums, count);
+        AscendC::Muls(sums, scratch.x, 1.0f, count);
+      }
   }
 
   /// cmx::round_row_to_bf16, bit for bit: a Cast per chunk, round half to even.

@@ -83,9 +83,9 @@ class CpuDevice {
   float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) noexcept {
     return cmx::quantize_row_int8(row, out);
   }
-  void accumulate_weighted_row(std::span<float> acc, std::span<const bf16> row,
-                               float weight) noexcept {
-    detail::accumulate_weighted_row(acc, row, weight);
+  void accumulate_weighted_rows(std::span<float> acc, std::span<const std::span<const bf16>> rows,
+                                std::span<const float> weights) noexcept {
+    detail::accumulate_weighted_rows(acc, rows, weights);
   }
   void round_row_to_bf16(std::span<const float> in, std::span<bf16> out) noexcept {
     cmx::round_row_to_bf16(in, out);
