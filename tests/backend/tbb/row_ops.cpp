@@ -81,16 +81,20 @@ TEST_CASE("the backend's weighted accumulation rounds as the portable one over l
     }
 }
 
-TEST_CASE("a streaming copy copies exactly its bytes") {
+TEST_CASE("a streaming copy copies exactly its bytes, at a line start or mid-line") {
   std::mt19937 random(12);
-  for (const std::size_t bytes : {32u, 64u, 4096u, 7232u, 14336u}) {
-    std::vector<std::byte> source(bytes), destination(bytes + 64, std::byte{0x5a});
-    for (std::byte& b : source) b = static_cast<std::byte>(random());
-    // Destinations are 32-byte aligned (symmetric memory and the layouts guarantee it).
-    std::byte* aligned =
-        destination.data() + (32 - reinterpret_cast<std::uintptr_t>(destination.data()) % 32) % 32;
-    cmx::tbb_backend::detail::copy_streaming(aligned, source.data(), bytes);
-    CHECK(std::equal(source.begin(), source.end(), aligned));
-    CHECK(aligned[bytes] == std::byte{0x5a});  // nothing past the end
-  }
+  for (const std::size_t bytes : {32u, 64u, 96u, 4096u, 7200u, 7232u, 14336u})
+    for (const std::size_t line_offset : {0u, 32u}) {  // destinations are 32-byte aligned
+      std::vector<std::byte> source(bytes), destination(bytes + 192, std::byte{0x5a});
+      for (std::byte& b : source) b = static_cast<std::byte>(random());
+      // 64 bytes in (so one byte before it is checked), at a line start, plus line_offset.
+      std::byte* aligned = destination.data() + 64 +
+                           (64 - reinterpret_cast<std::uintptr_t>(destination.data()) % 64) % 64 +
+                           line_offset;
+      cmx::tbb_backend::detail::copy_streaming(aligned, source.data(), bytes);
+      INFO("bytes ", bytes, " line offset ", line_offset);
+      CHECK(std::equal(source.begin(), source.end(), aligned));
+      CHECK(aligned[-1] == std::byte{0x5a});     // nothing before the start
+      CHECK(aligned[bytes] == std::byte{0x5a});  // nothing past the end
+    }
 }
