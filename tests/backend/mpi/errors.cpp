@@ -214,7 +214,7 @@ TEST_CASE("an invalid config is reported on every rank") {
 }
 
 TEST_CASE("a rank that never calls dispatch: the others time out naming it") {
-  World world(MPI_COMM_WORLD, cmx::test::world_config(300ms));
+  World world(MPI_COMM_WORLD, cmx::test::world_config(cmx::test::kMissingRankTimeout));
   Device device = world.device();
   const int missing = device.world_size() - 1;
   const ep::Config config = config_for(device.world_size());
@@ -232,7 +232,7 @@ TEST_CASE("a rank that never calls dispatch: the others time out naming it") {
 }
 
 TEST_CASE("a rank that never calls combine: the others time out naming it") {
-  World world(MPI_COMM_WORLD, cmx::test::world_config(300ms));
+  World world(MPI_COMM_WORLD, cmx::test::world_config(cmx::test::kMissingRankTimeout));
   Device device = world.device();
   const ep::Config config = config_for(device.world_size());
   const auto inputs = inputs_for(config, device.world_size(), 9);

@@ -24,6 +24,11 @@ inline mpi_backend::IntraNode intra_node_of_run() {
              : mpi_backend::IntraNode::shared_memory;
 }
 
+/// The timeout of a test that waits for a rank which never comes: short, yet long enough for
+/// the collectives before that wait (making the World, a Buffer) under the same timeout, with
+/// 8 processes on 2 cores beside another test. (300 ms was once not enough.)
+inline constexpr std::chrono::seconds kMissingRankTimeout{2};
+
 /// The config of a World of this run. 8 processes on 2 busy cores are slow, never a minute slow.
 inline mpi_backend::WorldConfig world_config(
     std::chrono::nanoseconds timeout = std::chrono::seconds(60), int blocks_per_rank = 0) {

@@ -200,7 +200,7 @@ TEST_CASE("Worlds over communicators an engine made run side by side") {
 }
 
 TEST_CASE("a wait that is never signalled times out naming the missing rank") {
-  World world(MPI_COMM_WORLD, cmx::test::world_config(300ms));
+  World world(MPI_COMM_WORLD, cmx::test::world_config(cmx::test::kMissingRankTimeout));
   Device device = world.device();
   const int last = device.world_size() - 1;
   const auto sym = device.allocate_symmetric(cmx::kFlagBytes);
@@ -218,7 +218,7 @@ TEST_CASE("a wait that is never signalled times out naming the missing rank") {
 }
 
 TEST_CASE("a barrier that a rank never reaches times out naming it") {
-  World world(MPI_COMM_WORLD, cmx::test::world_config(300ms));
+  World world(MPI_COMM_WORLD, cmx::test::world_config(cmx::test::kMissingRankTimeout));
   Device device = world.device();
   if (device.rank() == 1 % device.world_size()) return;
   const auto outcome = outcome_of([&] { device.barrier(); });
