@@ -25,7 +25,7 @@ namespace ep = cmx::ep;
 // This survivor's verdict: "ok: <its error>", or what went wrong.
 std::string survive_the_death_of(int dead_rank) {
   const auto started = std::chrono::steady_clock::now();
-  constexpr auto kTimeout = std::chrono::seconds(2);
+  constexpr auto kTimeout = cmx::test::kMissingRankTimeout;
   cmx::test::Outcome outcome;
   {
     cmx::mpi_backend::World world(MPI_COMM_WORLD, cmx::test::world_config(kTimeout));

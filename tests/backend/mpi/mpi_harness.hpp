@@ -26,7 +26,8 @@ inline mpi_backend::IntraNode intra_node_of_run() {
 
 /// The timeout of a test that waits for a rank which never comes: short, yet long enough for
 /// the collectives before that wait (making the World, a Buffer) under the same timeout, with
-/// 8 processes on 2 cores beside another test. (300 ms was once not enough.)
+/// 8 processes on 2 cores beside another test (300 ms was once not enough); also how long the
+/// survivors of a killed rank wait for it.
 inline constexpr std::chrono::seconds kMissingRankTimeout{2};
 
 /// The config of a World of this run. 8 processes on 2 busy cores are slow, never a minute slow.
