@@ -137,13 +137,13 @@ class EpRankBench {
 
   // Into the baseline's tensor and, for a zero-copy buffer, into the buffer's own.
   void write_expert_outputs(const ep::Received& received) {
-    const ep::Layout& layout = buffer_.layout();
     const bool zero_copy = buffer_.config().combine_source == ep::CombineSource::buffer;
     for (int expert = 0; expert < received.num_local_experts(); ++expert)
       for (int src = 0; src < received.num_ranks(); ++src)
         for (int slot = 0; slot < received.count(expert, src); ++slot) {
           const int token = received.meta(expert, src, slot).src_token;
-          const std::size_t offset = layout.message_index(expert, src, slot) * hidden();
+          const std::size_t offset =
+              static_cast<std::size_t>(received.row_index(expert, src, slot)) * hidden();
           bf16* row = expert_out_.data() + offset;
           for (std::size_t h = 0; h < hidden(); ++h) row[h] = expert_output_value(expert, token, h);
           if (zero_copy) std::copy(row, row + hidden(), buffer_.expert_out().data() + offset);
@@ -155,7 +155,7 @@ class EpRankBench {
   std::size_t num_messages_;  // (token, expert) messages this rank sends per call
   ep::Buffer<Dev> buffer_;
   Baseline unfused_;
-  // [num_local_experts * num_ranks * max_tokens][hidden], cmx's receive layout: this rank's own,
+  // [num_messages][hidden], cmx's receive layout: this rank's own,
   // only received rows written (a shared one would turn other ranks' reads into cache hits).
   LazyArray<bf16> expert_out_;
   std::vector<bf16> fused_y_;                // [num_tokens][hidden]

@@ -188,7 +188,7 @@ struct OneDnnExpert {
 /// Everything the grouped and FFN benchmarks of one MoE shape use.
 struct MoeProblem {
   MoeShape shape;
-  DispatchedRows x;       // [E_local][W][capacity] rows of H codes: gate/up input
+  DispatchedRows x;       // the receive area's rows of H codes: gate/up input
   DispatchedRows x_down;  // the same slots, rows of I codes: the down-shaped GEMM's input
   std::vector<gemm::PackedWeights> gate_up;  // [E_local] [2I, H]
   std::vector<gemm::PackedWeights> down;     // [E_local] [H, I]

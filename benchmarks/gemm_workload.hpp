@@ -93,9 +93,10 @@ inline std::vector<std::int32_t> skewed_counts(const MoeShape& shape) {
   return counts;
 }
 
-/// Rows in FusedDispatch's receive layout (ep::Layout): [E_local][W][capacity] messages of
-/// `depth` int8 codes padded to 32 B, each followed by its 32-byte MessageMeta (scale first),
-/// the valid ones filled with random codes and scales.
+/// Rows in FusedDispatch's receive layout (ep::Layout): its num_messages() messages of `depth`
+/// int8 codes padded to 32 B, each followed by its 32-byte MessageMeta (scale first), the
+/// segments placed as dispatch places them (Layout::first_rows), filled with random codes and
+/// scales.
 class DispatchedRows {
  public:
   DispatchedRows(const MoeShape& shape, int depth, std::vector<std::int32_t> counts)
@@ -105,7 +106,9 @@ class DispatchedRows {
                  .num_topk = shape.num_topk},
                 shape.num_ranks),
         counts_(std::move(counts)),
+        first_rows_(counts_.size()),
         messages_(layout_.num_messages() * layout_.message_bytes) {
+    layout_.first_rows(counts_, first_rows_);
     const std::vector<std::int8_t> codes = random_codes(messages_.size(), 0xc0de5u + depth);
     std::memcpy(messages_.data(), codes.data(), codes.size());
     const std::vector<float> scales = random_scales(layout_.num_messages(), 0.02f, 0x5ca1e5u);
@@ -124,6 +127,8 @@ class DispatchedRows {
             .capacity = layout_.max_tokens_per_rank,
             .k = layout_.hidden,
             .counts = counts_,
+            .first_slots = first_rows_,
+            .num_packed_slots = layout_.num_messages(),
             .codes = messages_.data(),
             .row_stride = layout_.message_bytes,
             .scales = messages_.data() + layout_.row_bytes + offsetof(ep::MessageMeta, scale),
@@ -136,8 +141,9 @@ class DispatchedRows {
 
  private:
   ep::Layout layout_;
-  std::vector<std::int32_t> counts_;  // [E_local][W]
-  std::vector<std::byte> messages_;   // [E_local][W][capacity][message_bytes]
+  std::vector<std::int32_t> counts_;      // [E_local][W]
+  std::vector<std::int32_t> first_rows_;  // [E_local][W]
+  std::vector<std::byte> messages_;       // [num_messages][message_bytes]
 };
 
 }  // namespace cmx::bench

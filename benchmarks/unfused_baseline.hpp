@@ -152,8 +152,8 @@ class RecordExchange : public RecordFormat {
 
 /// Dispatch and combine as separate passes over an all-to-all of records (`Exchange`:
 /// RecordExchange, or any type with its members and constructor, such as an MPI_Alltoallv), with
-/// cmx's contract (the same received rows in the same [local expert][source rank][slot] layout
-/// and order, the same y bit for bit) and none of its fusion:
+/// cmx's contract (the same received rows in the same layout and order, the same y bit for
+/// bit) and none of its fusion:
 ///   dispatch: quantize all tokens -> pack rows by destination -> copy -> unpack by expert;
 ///   combine:  pack expert outputs by source -> copy -> unpack to [token][k] -> weighted reduce.
 /// Each pass runs on the rank's thread: cmx_bench gives cmx's kernels one block per rank too.
@@ -171,7 +171,9 @@ class UnfusedEp {
         dispatch_exchange_(device, round_up(hidden_, kTileAlignment), max_rows_per_peer()),
         combine_exchange_(device, hidden_ * sizeof(bf16), max_rows_per_peer()),
         received_(layout_.num_messages() * dispatch_exchange_.record_bytes()),
-        received_counts_(static_cast<std::size_t>(layout_.num_local_experts * layout_.num_ranks)),
+        received_counts_(num_segments()),
+        received_first_rows_(num_segments()),
+        next_rows_(num_segments()),
         combine_rows_(static_cast<std::size_t>(config.max_tokens_per_rank * config.num_topk) *
                       hidden_),
         accumulator_(hidden_) {}
@@ -204,20 +206,29 @@ class UnfusedEp {
     // 3. Copy: the all-to-all.
     dispatch_exchange_.exchange();
 
-    // 4. Unpack: each received record to the next slot of its (local expert, source rank)
-    //    segment, the layout a grouped GEMM reads (cmx::ep::Layout::message_index).
+    // 4. Unpack: count the records of each (local expert, source rank) segment, place the
+    //    segments as cmx's receive area does (cmx::ep::Layout::first_rows), then copy each
+    //    record to the next row of its segment: the layout a grouped GEMM reads.
     std::fill(received_counts_.begin(), received_counts_.end(), 0);
+    for (int src = 0; src < layout_.num_ranks; ++src)
+      for (std::size_t i = 0; i < dispatch_exchange_.num_received(src); ++i)
+        ++received_counts_[segment(
+            dispatch_exchange_.tag(dispatch_exchange_.received(src, i)).local_expert, src)];
+    layout_.first_rows(received_counts_, received_first_rows_);
+    std::copy(received_first_rows_.begin(), received_first_rows_.end(), next_rows_.begin());
     for (int src = 0; src < layout_.num_ranks; ++src)
       for (std::size_t i = 0; i < dispatch_exchange_.num_received(src); ++i) {
         const std::byte* record = dispatch_exchange_.received(src, i);
         const int expert = dispatch_exchange_.tag(record).local_expert;
-        const int slot = received_counts_[segment(expert, src)]++;
-        std::memcpy(received_record(expert, src, slot), record, dispatch_exchange_.record_bytes());
+        std::memcpy(
+            received_.data() + static_cast<std::size_t>(next_rows_[segment(expert, src)]++) *
+                                   dispatch_exchange_.record_bytes(),
+            record, dispatch_exchange_.record_bytes());
       }
   }
 
-  /// expert_out [num_local_experts * num_ranks * max_tokens, hidden] bf16 with a row per
-  /// received row at Layout::message_index; topk_weights [num_tokens, num_topk];
+  /// expert_out [Layout::num_messages(), hidden] bf16 with a row per received row at its row
+  /// of the receive area (received_row_index); topk_weights [num_tokens, num_topk];
   /// y [num_tokens, hidden] bf16 out.
   void combine(std::span<const bf16> expert_out, std::span<const float> topk_weights,
                std::span<bf16> y) {
@@ -229,8 +240,7 @@ class UnfusedEp {
         for (int slot = 0; slot < received_count(expert, src); ++slot) {
           const RecordTag from = received_tag(expert, src, slot);
           std::byte* record = combine_exchange_.append(src);
-          std::memcpy(record,
-                      expert_out.data() + layout_.message_index(expert, src, slot) * hidden_,
+          std::memcpy(record, expert_out.data() + received_row_index(expert, src, slot) * hidden_,
                       hidden_ * sizeof(bf16));
           combine_exchange_.set_tag(record, {.scale = 1.0f,
                                              .src_token = from.src_token,
@@ -281,6 +291,11 @@ class UnfusedEp {
     return {reinterpret_cast<const std::int8_t*>(received_record(local_expert, src_rank, slot)),
             hidden_};
   }
+  /// The row of the receive area that holds received row `slot` of segment
+  /// (local_expert, src_rank), as cmx::ep::Received::row_index.
+  std::size_t received_row_index(int local_expert, int src_rank, int slot) const noexcept {
+    return static_cast<std::size_t>(received_first_rows_[segment(local_expert, src_rank)] + slot);
+  }
   /// The tag of the same row: its scale, source token and k.
   RecordTag received_tag(int local_expert, int src_rank, int slot) const {
     return dispatch_exchange_.tag(received_record(local_expert, src_rank, slot));
@@ -294,21 +309,18 @@ class UnfusedEp {
            static_cast<std::size_t>(std::min(config_.num_topk, layout_.num_local_experts));
   }
 
+  std::size_t num_segments() const noexcept {
+    return static_cast<std::size_t>(layout_.num_local_experts * layout_.num_ranks);
+  }
   std::size_t segment(int local_expert, int src_rank) const noexcept {
     return static_cast<std::size_t>(local_expert * layout_.num_ranks + src_rank);
   }
   std::span<std::int8_t> token_codes(std::size_t token) noexcept {
     return {codes_.data() + token * hidden_, hidden_};
   }
-  // Byte offset of received row `slot` of segment (local_expert, src_rank) in received_.
-  std::size_t received_offset(int local_expert, int src_rank, int slot) const noexcept {
-    return layout_.message_index(local_expert, src_rank, slot) * dispatch_exchange_.record_bytes();
-  }
   const std::byte* received_record(int local_expert, int src_rank, int slot) const noexcept {
-    return received_.data() + received_offset(local_expert, src_rank, slot);
-  }
-  std::byte* received_record(int local_expert, int src_rank, int slot) noexcept {
-    return received_.data() + received_offset(local_expert, src_rank, slot);
+    return received_.data() +
+           received_row_index(local_expert, src_rank, slot) * dispatch_exchange_.record_bytes();
   }
   std::span<bf16> combine_row(std::size_t token, std::size_t k) noexcept {
     return {
@@ -324,12 +336,14 @@ class UnfusedEp {
   std::vector<float> scales_;       // [max_tokens] their scales
   Exchange dispatch_exchange_;      // records: INT8 row (padded to 32 B) + tag
   Exchange combine_exchange_;       // records: bf16 row + tag
-  // [num_local_experts][num_ranks][max_tokens] dispatch records, capacity-sized like cmx's
-  // receive area; only received rows are ever written (LazyArray: only they take memory).
+  // [num_messages] dispatch records, laid out like cmx's receive area; only received rows are
+  // ever written (LazyArray: only they take memory).
   LazyArray<std::byte> received_;
-  std::vector<int> received_counts_;  // [num_local_experts][num_ranks]
-  std::vector<bf16> combine_rows_;    // [max_tokens][num_topk][hidden]
-  std::vector<float> accumulator_;    // [hidden] fp32
+  std::vector<std::int32_t> received_counts_;      // [num_local_experts][num_ranks]
+  std::vector<std::int32_t> received_first_rows_;  // [num_local_experts][num_ranks]
+  std::vector<std::int32_t> next_rows_;            // [num_local_experts][num_ranks] unpacking
+  std::vector<bf16> combine_rows_;                 // [max_tokens][num_topk][hidden]
+  std::vector<float> accumulator_;                 // [hidden] fp32
   // A token's unmasked rows and their weights, in k order (capacity kept between calls).
   std::vector<std::span<const bf16>> token_rows_;
   std::vector<float> token_weights_;

@@ -46,14 +46,13 @@ int main() {
   };
   const auto run_experts = [&](const cmx::ep::Received& received, int rank,
                                std::vector<bf16>& expert_out) {
-    const cmx::ep::Layout layout(config, kRanks);
     for (int e = 0; e < received.num_local_experts(); ++e)
       for (int src = 0; src < received.num_ranks(); ++src)
         for (int slot = 0; slot < received.count(e, src); ++slot) {
           const auto codes = received.row_int8(e, src, slot);          // [hidden] int8
           const float scale = received.meta(e, src, slot).scale;       // per-token scale
           const int expert = rank * received.num_local_experts() + e;  // global id
-          bf16* out = &expert_out[layout.message_index(e, src, slot) * config.hidden];
+          bf16* out = &expert_out[received.row_index(e, src, slot) * config.hidden];
           for (int h = 0; h < config.hidden; ++h) out[h] = expert_output(codes[h], scale, expert);
         }
   };
@@ -66,7 +65,7 @@ int main() {
     const auto& input = inputs[rank];
     // Made once at start-up (collective: checks that every rank has the same config).
     cmx::ep::Buffer<Device> buffer(device, config);
-    // [local expert][source rank][capacity][hidden]: one row per received row.
+    // [num_messages][hidden]: one row per row of the receive area.
     std::vector<bf16> expert_out(buffer.layout().num_messages() * config.hidden);
     y[rank].resize(input.x.size());
 

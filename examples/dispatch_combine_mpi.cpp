@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   // Made once at start-up (collective: checks that every rank has the same config).
   cmx::ep::Buffer<Device> buffer(device, config);
   const cmx::ep::Layout& layout = buffer.layout();
-  // [local expert][source rank][capacity][hidden]: one row per received row.
+  // [num_messages][hidden]: one row per row of the receive area.
   std::vector<bf16> expert_out(layout.num_messages() * config.hidden);
   std::vector<bf16> y(input.x.size());
 
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
         const auto codes = received.row_int8(e, src, slot);          // [hidden] int8
         const float scale = received.meta(e, src, slot).scale;       // per-token scale
         const int expert = rank * received.num_local_experts() + e;  // global id
-        bf16* out = &expert_out[layout.message_index(e, src, slot) * config.hidden];
+        bf16* out = &expert_out[received.row_index(e, src, slot) * config.hidden];
         for (int h = 0; h < config.hidden; ++h) out[h] = expert_output(codes[h], scale, expert);
       }
   cmx::ep::combine(device, buffer,

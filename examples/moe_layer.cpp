@@ -167,7 +167,7 @@ int main() {
       };
       local_experts.push_back({pack(expert.gate), pack(expert.up), pack(expert.down)});
     }
-    // [local expert][source rank][capacity][hidden]: the expert outputs, in the buffer, where
+    // [num_messages][hidden]: the expert outputs, one per received row, in the buffer, where
     // the source ranks' combine reads them.
     const std::span<bf16> expert_out = buffer.expert_out();
     // Where the FFN keeps its INT8 intermediate between its two launches: one row per message.

@@ -60,7 +60,7 @@ class MoeOp {
         {.x = {x, num_tokens * hidden}, .topk_idx = topk_idx, .num_tokens = num_tokens});
 
     // The experts: one launch of the engine's kernel over what arrived (it reads the row
-    // counts dispatch left in the buffer).
+    // counts and first rows dispatch left in the buffer).
     const cmx::ep::Layout& layout = buffer_.layout();
     device_.launch(std::min(device_.max_blocks(), layout.num_local_experts * layout.num_ranks),
                    engine::StandInExperts<Device>{device_, buffer_.symmetric(), layout});

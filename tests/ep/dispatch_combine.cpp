@@ -306,7 +306,8 @@ TEST_CASE("the same input delivers the same bytes, padding included, after other
                                              [](std::byte b) { return b != std::byte{0}; });
             }
         if (inputs == &first) {
-          // Only the received rows: slots past a segment's count may hold older rounds' rows.
+          // Only the received rows: rows of a source's range past its received ones may hold
+          // older rounds' rows.
           std::vector<std::byte> bytes;
           for (int e = 0; e < layout.num_local_experts; ++e)
             for (int src = 0; src < layout.num_ranks; ++src)

@@ -161,7 +161,7 @@ inline std::string compare_received(const ep::Received& received, int rank,
 }
 
 /// Writes the stand-in expert's rows for what arrived into expert_out
-/// [E_local][W][capacity][H]: a caller's tensor, or Buffer::expert_out().
+/// [num_messages][H]: a caller's tensor, or Buffer::expert_out().
 inline void run_stand_in_experts(const ep::Received& received, const ep::Layout& layout, int rank,
                                  std::span<bf16> expert_out) {
   const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
@@ -170,7 +170,8 @@ inline void run_stand_in_experts(const ep::Received& received, const ep::Layout&
     for (int src = 0; src < received.num_ranks(); ++src)
       for (int slot = 0; slot < received.count(e, src); ++slot) {
         const int token = received.meta(e, src, slot).src_token;
-        bf16* row = expert_out.data() + layout.message_index(e, src, slot) * hidden;
+        bf16* row =
+            expert_out.data() + static_cast<std::size_t>(received.row_index(e, src, slot)) * hidden;
         for (std::size_t h = 0; h < hidden; ++h)
           row[h] = expert_value(rank * layout.num_local_experts + e, src, token, h);
       }

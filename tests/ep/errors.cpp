@@ -53,13 +53,10 @@ bool nothing_received_from(std::vector<std::unique_ptr<ep::Buffer<Device>>>& buf
   for (auto& buffer : buffers) {
     const ep::Layout& layout = buffer->layout();
     const std::byte* part = buffer->device().local(buffer->symmetric());
-    for (int e = 0; e < layout.num_local_experts; ++e)
-      for (int slot = 0; slot < layout.max_tokens_per_rank; ++slot) {
-        const std::byte* message = part + layout.message(e, src, slot);
-        if (std::any_of(message, message + layout.message_bytes,
-                        [](std::byte b) { return b != std::byte{0}; }))
-          return false;
-      }
+    // The rows `src` owns there.
+    const std::byte* first = part + layout.message(layout.source_first_row(src));
+    const std::byte* last = part + layout.message(layout.source_first_row(src + 1));
+    if (std::any_of(first, last, [](std::byte b) { return b != std::byte{0}; })) return false;
   }
   return true;
 }
@@ -171,8 +168,9 @@ TEST_CASE("a bad combine input fails on its rank before writing, and fast on eve
   }
 }
 
-TEST_CASE("zero-copy combine reads only the buffer's expert_out, and a caller-memory buffer has none" *
-          doctest::test_suite("concurrent")) {
+TEST_CASE(
+    "zero-copy combine reads only the buffer's expert_out, and a caller-memory buffer has none" *
+    doctest::test_suite("concurrent")) {
   ep::Config zero_copy = kConfig;
   zero_copy.combine_source = ep::CombineSource::buffer;
   const auto inputs =
@@ -291,6 +289,40 @@ TEST_CASE("a rank that never calls dispatch: the others time out naming it" *
     CHECK(result[rank].code == ErrorCode::timeout);
     CHECK_MESSAGE(contains(result[rank].message, "dispatch waited for rank 3"),
                   result[rank].message);
+  }
+}
+
+TEST_CASE("a peer whose counts overflow the rows it owns is a state error" *
+          doctest::test_suite("concurrent")) {
+  // 4 experts per rank, top-2: a source owns 8 * 2 = 16 rows on each rank. Rank 1 does not
+  // dispatch; it raises its flags on rank 0 as if it had sent each expert `per_expert` rows
+  // (each count within capacity), as a broken peer could: 4 each fill its 16 rows exactly, 8
+  // each would need 32.
+  const ep::Config config{.num_experts = 8, .max_tokens_per_rank = 8, .hidden = 32, .num_topk = 2};
+  const auto inputs = cmx::test::make_inputs(config, 2, {8, 8}, cmx::test::Routing::uniform, 9);
+  for (const int per_expert : {4, 8}) {
+    CAPTURE(per_expert);
+    World world({.num_ranks = 2, .timeout = 2s});
+    const auto result = outcomes(world.run_collect([&](Device device) {
+      ep::Buffer<Device> buffer(device, config);
+      if (device.rank() == 1) {
+        for (int e = 0; e < buffer.layout().num_local_experts; ++e)
+          device.signal(buffer.symmetric(), 0, buffer.layout().dispatch_flag(e, 1), 1, per_expert);
+        return;
+      }
+      const auto& input = inputs[0];
+      const ep::Received received =
+          ep::dispatch(device, buffer,
+                       {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+      CHECK(received.num_tokens(3) == per_expert + received.count(3, 0));
+    }));
+    if (per_expert == 4) {
+      CHECK_FALSE(result[0].failed);
+    } else {
+      CHECK(result[0].code == ErrorCode::state);
+      CHECK_MESSAGE(contains(result[0].message, "rank 1 sent 32 rows, more than the 16 it owns"),
+                    result[0].message);
+    }
   }
 }
 

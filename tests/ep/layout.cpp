@@ -5,6 +5,9 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "cmx/ep/combine.hpp"
 
 namespace ep = cmx::ep;
@@ -37,20 +40,26 @@ TEST_CASE("layout regions are aligned, disjoint and sized by the config") {
         // The private regions: routes and weights [5][3], counts [2][num_ranks], each rounded.
         CHECK(layout.topk_weights_offset == layout.routes_offset + 128);          // 15 * 8 B
         CHECK(layout.received_counts_offset == layout.topk_weights_offset + 64);  // 15 * 4 B
-        CHECK(layout.total_bytes ==
+        CHECK(layout.received_first_rows_offset ==
               layout.received_counts_offset + cmx::round_up(2u * num_ranks * 4u, 32));
+        CHECK(layout.total_bytes ==
+              layout.received_first_rows_offset + cmx::round_up(2u * num_ranks * 4u, 32));
+        // Each source owns 5 tokens * min(3 choices, 2 experts here) rows on each rank.
+        CHECK(layout.rows_per_source == 10);
+        CHECK(layout.num_messages() == 10u * num_ranks);
+        CHECK(layout.source_first_row(num_ranks - 1) == 10 * (num_ranks - 1));
         // The last row of each region ends at the region's end.
-        CHECK(layout.message(1, num_ranks - 1, 4) + layout.message_bytes ==
+        CHECK(layout.message(static_cast<std::int64_t>(layout.num_messages()) - 1) +
+                  layout.message_bytes ==
               layout.combine_rows_offset);
         CHECK(layout.combine_row(4, 2) + layout.combine_row_bytes == layout.expert_out_offset);
         CHECK(layout.route(4, 2) + sizeof(ep::Route) == layout.routes_offset + 15 * 8);
         CHECK(layout.topk_weight(4, 2) + sizeof(float) == layout.topk_weights_offset + 15 * 4);
         CHECK(layout.dispatch_flag(1, num_ranks - 1) + cmx::kFlagBytes ==
               layout.combine_flags_offset);
-        CHECK(layout.message_index(1, num_ranks - 1, 4) == layout.num_messages() - 1);
-        // Consecutive slots of a segment are one message apart; segments follow each other.
-        CHECK(layout.message(0, 0, 1) - layout.message(0, 0, 0) == layout.message_bytes);
-        CHECK(layout.message(0, 1 % num_ranks, 0) % 32 == 0);
+        // Consecutive rows are one message apart.
+        CHECK(layout.message(1) - layout.message(0) == layout.message_bytes);
+        CHECK(layout.message(7) % 32 == 0);
         CHECK(layout.combine_row(1, 0) - layout.combine_row(0, 2) == layout.combine_row_bytes);
       }
 }
@@ -73,12 +82,40 @@ TEST_CASE("a zero-copy buffer holds the expert outputs instead of the returned r
       CHECK(layout.routes_offset ==
             layout.expert_out_offset + layout.num_messages() * hidden * sizeof(cmx::bf16));
       // Output rows follow the message order and tile the region.
-      CHECK(layout.expert_out_row(0, 0, 0) == layout.expert_out_offset);
-      CHECK(layout.expert_out_row(0, 0, 1) - layout.expert_out_row(0, 0, 0) ==
-            layout.combine_row_bytes);
-      CHECK(layout.expert_out_row(1, num_ranks - 1, 4) + layout.combine_row_bytes ==
+      CHECK(layout.expert_out_row(0) == layout.expert_out_offset);
+      CHECK(layout.expert_out_row(1) - layout.expert_out_row(0) == layout.combine_row_bytes);
+      CHECK(layout.expert_out_row(static_cast<std::int64_t>(layout.num_messages()) - 1) +
+                layout.combine_row_bytes ==
             layout.routes_offset);
     }
+}
+
+TEST_CASE("a source owns tokens * min(topk, experts per rank) rows, its segments packed") {
+  // Top-8 of 256 on 8 ranks (DeepSeek's shape): 8 rows per token at most on one rank.
+  CHECK(
+      ep::Layout({.num_experts = 256, .max_tokens_per_rank = 128, .hidden = 7168, .num_topk = 8}, 8)
+          .rows_per_source == 128 * 8);
+  // Top-8 of 16 on 8 ranks: a token reaches one rank at most twice.
+  CHECK(ep::Layout({.num_experts = 16, .max_tokens_per_rank = 128, .hidden = 16, .num_topk = 8}, 8)
+            .rows_per_source == 128 * 2);
+
+  // 3 experts per rank on 2 ranks: segment (e, s) follows (e - 1, s) within the rows of s.
+  const ep::Layout layout({.num_experts = 6, .max_tokens_per_rank = 4, .hidden = 16, .num_topk = 2},
+                          2);
+  REQUIRE(layout.rows_per_source == 8);
+  // counts [3 experts][2 sources]
+  const std::vector<std::int32_t> counts{2, 0, 0, 4, 3, 1};
+  std::vector<std::int32_t> first_rows(6, -1);
+  layout.first_rows(counts, first_rows);
+  CHECK(first_rows == std::vector<std::int32_t>{0, 8, 2, 8, 2, 12});
+}
+
+TEST_CASE("a config whose receive rows overflow int32 is refused") {
+  const ep::Config config{
+      .num_experts = 1024, .max_tokens_per_rank = 1 << 22, .hidden = 16, .num_topk = 16};
+  CHECK_THROWS_WITH_AS(ep::validate(config, 64), doctest::Contains("does not fit"), cmx::Error);
+  CHECK_NOTHROW(ep::validate(
+      {.num_experts = 1024, .max_tokens_per_rank = 1 << 16, .hidden = 16, .num_topk = 16}, 64));
 }
 
 TEST_CASE("combine's reduction chunks fit local memory and cut a row into near-equal parts") {

@@ -89,7 +89,7 @@ TEST_CASE("masked GEMM and expert FFN read dispatch's rows in place and write co
           for (int slot = 0; slot < received.count(e, src) && first.empty(); ++slot) {
             const auto codes = received.row_int8(e, src, slot);
             const float scale = received.meta(e, src, slot).scale;
-            const std::size_t row = layout.message_index(e, src, slot);
+            const auto row = static_cast<std::size_t>(received.row_index(e, src, slot));
             const std::string where = "rank " + std::to_string(rank) + " segment (" +
                                       std::to_string(e) + ", " + std::to_string(src) + ") slot " +
                                       std::to_string(slot) + ": ";

@@ -3,6 +3,7 @@
 // raised before the kernel writes anything.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <random>
 #include <string>
 #include <vector>
@@ -141,6 +142,23 @@ TEST_CASE("the GEMMs refuse unpacked weights, weights of another layout, and bad
     deeper.k = 128;
     deeper.row_stride = 128;
     require_error(masked(deeper, c.size()), bad, "depth k = 64");
+    // Packed (counts {1, 2} in 4 slots): first_slots of the wrong size, a segment past the
+    // slots, a negative first slot.
+    std::array<std::int32_t, 2> first_slots = {0, 3};
+    gemm::MaskedRows packed_rows = rows;
+    packed_rows.num_packed_slots = 4;
+    packed_rows.first_slots = std::span(first_slots).first(1);
+    require_error(masked(packed_rows, c.size()), bad, "first_slots has 1 elements");
+    packed_rows.first_slots = first_slots;
+    require_error(masked(packed_rows, c.size()), bad,
+                  "of 2 rows from slot 3 is outside the 4 slots");
+    first_slots = {-1, 0};
+    require_error(masked(packed_rows, c.size()), bad, "from slot -1");
+    first_slots = {1, 0};  // segment 1's slots 0 and 1, segment 0's slot 1
+    require_error(masked(packed_rows, c.size()), bad, "packed segments overlap at slot 1");
+    gemm::MaskedRows no_first_slots = rows;
+    no_first_slots.num_packed_slots = 4;
+    require_error(masked(no_first_slots, c.size()), bad, "num_packed_slots is 4 without");
     for (const bf16 value : c) REQUIRE(value == sentinel);
   });
 }

@@ -85,7 +85,9 @@ TEST_CASE("contiguous grouped gemm: every group's rows against its own weights, 
   });
 }
 
-TEST_CASE("masked grouped gemm reads rows in place and writes exactly the valid slots") {
+TEST_CASE(
+    "masked grouped gemm reads rows in place, static or packed, and writes exactly the valid "
+    "slots") {
   constexpr int kGroups = 4, kSegments = 3, kCapacity = 24;
   constexpr std::size_t kRowStride = kK + 32 + 32;  // codes, padding, then a 32-byte "meta"
   constexpr std::size_t kScaleOffset = kK + 32;
@@ -99,45 +101,68 @@ TEST_CASE("masked grouped gemm reads rows in place and writes exactly the valid 
       const auto experts = random_experts(kGroups, random);
       const auto packed = pack_all(device, experts);
       for (const bool inline_scales : {true, false})
-        for (const std::vector<int>& counts : count_layouts) {
-          CAPTURE(inline_scales);
-          const std::size_t slots = static_cast<std::size_t>(kGroups) * kSegments * kCapacity;
-          // Every slot filled, valid or not: reading an invalid slot would show.
-          std::vector<std::byte> buffer(slots * kRowStride);
-          const auto codes = cmx::test::random_codes(buffer.size(), Codes::uniform, random);
-          std::memcpy(buffer.data(), codes.data(), buffer.size());
-          const auto scales = cmx::test::random_scales(slots, 1e-3f, 1e-1f, random);
-          for (std::size_t i = 0; i < slots; ++i)
-            std::memcpy(buffer.data() + i * kRowStride + kScaleOffset, &scales[i], sizeof(float));
-          const gemm::MaskedRows rows{
-              .num_groups = kGroups,
-              .num_segments = kSegments,
-              .capacity = kCapacity,
-              .k = kK,
-              .counts = counts,
-              .codes = buffer.data(),
-              .row_stride = kRowStride,
-              .scales = inline_scales ? buffer.data() + kScaleOffset
-                                      : reinterpret_cast<const std::byte*>(scales.data()),
-              .scale_stride = inline_scales ? kRowStride : sizeof(float)};
-          const bf16 sentinel = bf16::from_float(-777.0f);
-          std::vector<bf16> c(slots * kN, sentinel);
-          gemm::grouped_gemm_masked(
-              device, gemm::MaskedGemmArgs<bf16>{.a = rows, .weights = packed, .c = c});
-          std::vector<bf16> expected(c.size(), sentinel);
-          for (int g = 0; g < kGroups; ++g)
-            for (int s = 0; s < kSegments; ++s)
-              for (int slot = 0; slot < rows.count(g, s); ++slot) {
-                const std::size_t i = rows.slot_index(g, s, slot);
-                const auto row = expected_row(
-                    reinterpret_cast<const std::int8_t*>(buffer.data() + i * kRowStride), scales[i],
-                    experts[static_cast<std::size_t>(g)]);
-                std::copy(row.begin(), row.end(),
-                          expected.begin() + static_cast<std::ptrdiff_t>(i * kN));
+        for (const bool packed_layout : {false, true})
+          for (const std::vector<int>& counts : count_layouts) {
+            CAPTURE(inline_scales);
+            CAPTURE(packed_layout);
+            // Packed: the segments one after another in reverse order, as no static layout has
+            // them (the last segment at slot 0), each followed by an unused slot, as dispatch's
+            // receive area leaves some.
+            std::vector<std::int32_t> first_slots;
+            std::size_t packed_slots = 0;
+            if (packed_layout) {
+              first_slots.resize(counts.size());
+              for (std::size_t segment = counts.size(); segment-- > 0;) {
+                first_slots[segment] = static_cast<std::int32_t>(packed_slots);
+                packed_slots += static_cast<std::size_t>(counts[segment]) + 1;
               }
-          const std::string difference = cmx::test::first_difference(c, expected, kN);
-          CHECK_MESSAGE(difference.empty(), difference);
-        }
+            }
+            // The slot of row `slot` of segment (g, s), computed here, not by MaskedRows.
+            const auto slot_of = [&](int g, int s, int slot) {
+              const std::size_t segment = static_cast<std::size_t>(g * kSegments + s);
+              return (packed_layout ? static_cast<std::size_t>(first_slots[segment])
+                                    : segment * kCapacity) +
+                     static_cast<std::size_t>(slot);
+            };
+            const std::size_t slots = static_cast<std::size_t>(kGroups) * kSegments * kCapacity;
+            // Every slot filled, valid or not: reading an invalid slot would show.
+            std::vector<std::byte> buffer(slots * kRowStride);
+            const auto codes = cmx::test::random_codes(buffer.size(), Codes::uniform, random);
+            std::memcpy(buffer.data(), codes.data(), buffer.size());
+            const auto scales = cmx::test::random_scales(slots, 1e-3f, 1e-1f, random);
+            for (std::size_t i = 0; i < slots; ++i)
+              std::memcpy(buffer.data() + i * kRowStride + kScaleOffset, &scales[i], sizeof(float));
+            const gemm::MaskedRows rows{
+                .num_groups = kGroups,
+                .num_segments = kSegments,
+                .capacity = kCapacity,
+                .k = kK,
+                .counts = counts,
+                .first_slots = first_slots,
+                .num_packed_slots = packed_slots,
+                .codes = buffer.data(),
+                .row_stride = kRowStride,
+                .scales = inline_scales ? buffer.data() + kScaleOffset
+                                        : reinterpret_cast<const std::byte*>(scales.data()),
+                .scale_stride = inline_scales ? kRowStride : sizeof(float)};
+            const bf16 sentinel = bf16::from_float(-777.0f);
+            std::vector<bf16> c(rows.num_slots() * kN, sentinel);
+            gemm::grouped_gemm_masked(
+                device, gemm::MaskedGemmArgs<bf16>{.a = rows, .weights = packed, .c = c});
+            std::vector<bf16> expected(c.size(), sentinel);
+            for (int g = 0; g < kGroups; ++g)
+              for (int s = 0; s < kSegments; ++s)
+                for (int slot = 0; slot < rows.count(g, s); ++slot) {
+                  const std::size_t i = slot_of(g, s, slot);
+                  const auto row = expected_row(
+                      reinterpret_cast<const std::int8_t*>(buffer.data() + i * kRowStride),
+                      scales[i], experts[static_cast<std::size_t>(g)]);
+                  std::copy(row.begin(), row.end(),
+                            expected.begin() + static_cast<std::ptrdiff_t>(i * kN));
+                }
+            const std::string difference = cmx::test::first_difference(c, expected, kN);
+            CHECK_MESSAGE(difference.empty(), difference);
+          }
     });
   });
 }

@@ -38,7 +38,11 @@ struct CallState {
   std::vector<Route> routes;                  // [max_tokens_per_rank][num_topk]: the plan of the
                                               // pending dispatch, staged for write_local
   std::vector<std::int32_t> sent_per_expert;  // [num_experts] rows sent to each expert
+  std::vector<std::int32_t> next_row;         // [num_experts] planning: the next receive row
+                                              // of each expert's segment from this rank
   std::vector<std::int32_t> received_counts;  // [num_local_experts][num_ranks] rows received
+  std::vector<std::int32_t> received_first_rows;  // [num_local_experts][num_ranks] where each
+                                                  // segment starts in the receive area
 
   /// Starts a dispatch on `rank`: checks the order and returns its sequence number.
   std::uint64_t begin_dispatch(int rank, int tokens) {
@@ -110,9 +114,11 @@ class Buffer {
                              static_cast<std::size_t>(config.num_topk),
                          Route{-1, -1});
     state_.sent_per_expert.assign(static_cast<std::size_t>(config.num_experts), 0);
-    state_.received_counts.assign(static_cast<std::size_t>(layout_.num_local_experts) *
-                                      static_cast<std::size_t>(layout_.num_ranks),
-                                  0);
+    state_.next_row.assign(static_cast<std::size_t>(config.num_experts), 0);
+    const std::size_t num_segments = static_cast<std::size_t>(layout_.num_local_experts) *
+                                     static_cast<std::size_t>(layout_.num_ranks);
+    state_.received_counts.assign(num_segments, 0);
+    state_.received_first_rows.assign(num_segments, 0);
   }
 
   // One buffer per rank and call sequence: a copy would share the memory but not the sequence
@@ -137,8 +143,8 @@ class Buffer {
   const typename Dev::Symmetric& symmetric() const noexcept { return symmetric_; }
 
   /// CombineSource::buffer only: where this rank writes its expert outputs for combine,
-  /// [num_local_experts][num_ranks][max_tokens_per_rank][hidden] bf16 (this rank's part of the
-  /// buffer), the output for received row (e, s, slot) at row Layout::message_index(e, s, slot).
+  /// [Layout::num_messages()][hidden] bf16 (this rank's part of the buffer), the output for
+  /// received row (e, s, slot) at row Received::row_index(e, s, slot).
   /// Only received rows are read. Write it after dispatch returns and before combine: from
   /// combine until the next dispatch returns, peers read it. cmx::Error(state) for a
   /// caller_memory buffer.

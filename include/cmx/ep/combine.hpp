@@ -17,7 +17,7 @@
 //   5. Reduce, in blocks over tokens (detail::ReduceTokens): y[t] = sum over unmasked k, in k
 //      order, of fma(topk_weights[t, k], row(t, k), acc) in fp32, rounded once to bf16. row(t, k)
 //      is staged from this rank's combine rows (push), or from the expert_out of the rank hosting
-//      expert topk_idx[t, k], at the slot dispatch gave the choice (pull). A token's rows are
+//      expert topk_idx[t, k], at the row dispatch gave the choice (pull). A token's rows are
 //      staged and added together, a chunk of columns at a time, so that the fp32 sums are read
 //      and written once per chunk, not once per row (a CPU with AVX-512 keeps them in
 //      registers). A token with no expert gives zeros.
@@ -47,10 +47,10 @@ namespace cmx::ep {
 
 /// The inputs and output of one combine on one rank.
 struct CombineArgs {
-  /// [num_local_experts][num_ranks][max_tokens_per_rank][hidden] expert outputs, one row per
-  /// received row, at the same (local expert, source rank, slot) as dispatch delivered it
-  /// (Layout::message_index). Only received rows are read. With CombineSource::buffer the
-  /// outputs are in Buffer::expert_out(): leave this empty (or pass that span).
+  /// [Layout::num_messages()][hidden] expert outputs, one row per received row, at the row of
+  /// the receive area where dispatch delivered it (Received::row_index). Only received rows
+  /// are read. With CombineSource::buffer the outputs are in Buffer::expert_out(): leave this
+  /// empty (or pass that span).
   std::span<const bf16> expert_out;
   std::span<const float> topk_weights;  ///< [num_tokens, num_topk] of this rank's dispatch
   std::span<bf16> y;                    ///< [num_tokens, hidden] output
@@ -73,8 +73,8 @@ inline void check_combine_args(const CombineArgs& args, const Layout& layout, in
   } else {
     require(args.expert_out.size() == layout.num_messages() * hidden, ErrorCode::invalid_argument,
             "rank ", rank, ": expert_out has ", args.expert_out.size(),
-            " elements, expected num_local_experts * num_ranks * max_tokens_per_rank * hidden = ",
-            layout.num_messages() * hidden);
+            " elements, expected Layout::num_messages() * hidden = ", layout.num_messages(), " * ",
+            hidden);
   }
   require(args.topk_weights.size() ==
               static_cast<std::size_t>(num_tokens) * static_cast<std::size_t>(layout.num_topk),
@@ -88,46 +88,44 @@ inline void check_combine_args(const CombineArgs& args, const Layout& layout, in
 
 /// Step 2 of combine (push only), one block's share of the received rows: read the row's
 /// MessageMeta (source token t, choice k), stage the expert output row and put it at (t, k) of
-/// the source rank's combine rows. Received rows, flattened over segments (e, src) in order,
-/// are split evenly among blocks; the counts per segment are read from global memory
-/// (Layout::received_counts, written there by dispatch).
+/// the source rank's combine rows. The rows from source s are the first ones of the rows it
+/// owns (Layout::source_first_row), as many as its segments' counts add up to; all received
+/// rows, source after source, are split evenly among blocks. The counts are read from global
+/// memory (Layout::received_counts, written there by dispatch).
 template <Device Dev>
 struct ReturnRows {
   Dev device;
   typename Dev::Symmetric symmetric;
   Layout layout;
   const bf16* expert_out;  // [num_messages][hidden], global memory
-  std::int64_t num_rows;   // received rows in all segments
+  std::int64_t num_rows;   // received rows from all sources
 
   void operator()(Block& block) {
     const auto [begin, end] = block_range(num_rows, block.index, block.count);
     const std::byte* part = device.local(symmetric);
-    const std::size_t num_segments = static_cast<std::size_t>(layout.num_local_experts) *
-                                     static_cast<std::size_t>(layout.num_ranks);
     const std::span<const std::int32_t> counts = device.stage_in(
         block.local, reinterpret_cast<const std::int32_t*>(part + layout.received_counts_offset),
-        num_segments);
+        static_cast<std::size_t>(layout.num_local_experts) *
+            static_cast<std::size_t>(layout.num_ranks));
     const std::size_t row_mark = block.local.mark();
-    // The segment holding row `begin`, and the rows in the segments before it.
-    std::size_t segment = 0;
-    std::int64_t segment_begin = 0;
-    for (; segment_begin + counts[segment] <= begin && segment + 1 < num_segments; ++segment)
-      segment_begin += counts[segment];
     const std::size_t hidden = static_cast<std::size_t>(layout.hidden);
-    for (std::int64_t row = begin; row < end; ++row) {
-      while (row >= segment_begin + counts[segment]) segment_begin += counts[segment++];
-      // segment = Layout::segment(local_expert, src)
-      const int local_expert = static_cast<int>(segment) / layout.num_ranks;
-      const int src = static_cast<int>(segment) % layout.num_ranks;
-      const int slot = static_cast<int>(row - segment_begin);
+    // Received rows [source_begin, source_begin + source_rows) come from `src`.
+    int src = 0;
+    std::int64_t source_begin = 0;
+    std::int64_t source_rows = layout.rows_from(counts, src);
+    for (std::int64_t received = begin; received < end; ++received) {
+      while (received >= source_begin + source_rows) {
+        source_begin += source_rows;
+        source_rows = layout.rows_from(counts, ++src);
+      }
+      const std::int64_t row = layout.source_first_row(src) + (received - source_begin);
       block.local.rewind(row_mark);
-      const MessageMeta meta =
-          device.stage_in(block.local,
-                          reinterpret_cast<const MessageMeta*>(
-                              part + layout.message(local_expert, src, slot) + layout.row_bytes),
-                          1)[0];
-      const std::span<const bf16> out = device.stage_in(
-          block.local, expert_out + layout.message_index(local_expert, src, slot) * hidden, hidden);
+      const MessageMeta meta = device.stage_in(
+          block.local,
+          reinterpret_cast<const MessageMeta*>(part + layout.message(row) + layout.row_bytes),
+          1)[0];
+      const std::span<const bf16> out =
+          device.stage_in(block.local, expert_out + static_cast<std::size_t>(row) * hidden, hidden);
       device.put(symmetric, src, layout.combine_row(meta.src_token, meta.topk_slot),
                  std::as_bytes(out));
     }
@@ -223,17 +221,15 @@ struct ReduceTokens {
 
  private:
   // Columns [first, first + width) of row (token, k): from this rank's combine rows (push), or
-  // from the expert_out of the rank hosting the route's expert, at the slot dispatch gave the
+  // from the expert_out of the rank hosting the route's expert, at the row dispatch gave the
   // choice (pull).
   std::span<const bf16> stage_row(LocalArena& local, int token, int k, Route route,
                                   std::size_t first, std::size_t width) {
     const std::size_t column_offset = first * sizeof(bf16);
     if (layout.combine_source == CombineSource::buffer)
-      return device.template stage_in_peer<bf16>(
-          local, symmetric, layout.home_rank(route.expert),
-          layout.expert_out_row(layout.local_expert(route.expert), device.rank(), route.slot) +
-              column_offset,
-          width);
+      return device.template stage_in_peer<bf16>(local, symmetric, layout.home_rank(route.expert),
+                                                 layout.expert_out_row(route.row) + column_offset,
+                                                 width);
     return device.stage_in(
         local,
         reinterpret_cast<const bf16*>(device.local(symmetric) + layout.combine_row(token, k) +
@@ -292,11 +288,7 @@ void combine(Dev& device, Buffer<Dev>& buffer, const CombineArgs& args) {
 
     // 3. Publish: each source rank learns how many of its rows this rank returned (push) or
     //    holds ready in its expert_out (pull).
-    publish([&](int src) {
-      std::int64_t returned = 0;
-      for (int e = 0; e < layout.num_local_experts; ++e) returned += counts[layout.segment(e, src)];
-      return returned;
-    });
+    publish([&](int src) { return layout.rows_from(counts, src); });
 
     // 4. Wait for every rank's rows; each must return exactly what it was sent.
     const std::vector<std::int32_t>& sent = state.sent_per_expert;  // [num_experts]

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <ostream>
 
 #include "cmx/core/error.hpp"
@@ -56,6 +57,15 @@ inline std::ostream& operator<<(std::ostream& out, const Config& config) {
              << "}";
 }
 
+/// Receive rows that each source rank owns on each rank (ep::Layout::rows_per_source): its
+/// capacity in tokens times the most experts one token can name on one rank,
+/// min(num_topk, num_experts / num_ranks). For a config valid on `num_ranks` ranks.
+inline std::int64_t receive_rows_per_source(const Config& config, int num_ranks) noexcept {
+  const int experts_per_rank = config.num_experts / num_ranks;
+  return static_cast<std::int64_t>(config.max_tokens_per_rank) *
+         (config.num_topk < experts_per_rank ? config.num_topk : experts_per_rank);
+}
+
 /// Throws cmx::Error(invalid_argument) unless `config` is usable on `num_ranks` ranks.
 inline void validate(const Config& config, int num_ranks) {
   using cmx::detail::require;
@@ -68,6 +78,11 @@ inline void validate(const Config& config, int num_ranks) {
           "hidden must be a multiple of 16 in [16, ", kMaxHidden, "], got ", config.hidden);
   require(config.num_topk >= 1 && config.num_topk <= kMaxTopk, kBad, "num_topk must be in [1, ",
           kMaxTopk, "], got ", config.num_topk);
+  const std::int64_t receive_rows = num_ranks * receive_rows_per_source(config, num_ranks);
+  require(receive_rows <= std::numeric_limits<std::int32_t>::max(), kBad, "a receive area of ",
+          receive_rows,
+          " rows (ranks * max_tokens_per_rank * min(num_topk, experts per rank)) does not fit "
+          "the int32 row numbers of a route");
   require(
       config.precision == DispatchPrecision::int8 || config.precision == DispatchPrecision::bf16,
       kBad, "unknown dispatch precision ", static_cast<int>(config.precision));

@@ -6,8 +6,10 @@
 //   1. Check the inputs. A bad one is reported before anything is written. If this or any
 //      later step before 4 fails, the rank raises every flag it owes its peers with a failure
 //      payload, so they fail at once instead of timing out.
-//   2. Plan: walk the tokens in order and give choice (t, k) the next slot of segment
-//      (expert, this rank). A slot depends on this rank's routing only: no rank waits to plan,
+//   2. Plan: count the rows for each expert, then give choice (t, k) the next row of segment
+//      (expert, this rank) in the expert rank's receive area. This rank's rows there are
+//      packed from Layout::source_first_row(this rank), segment after segment in expert order,
+//      each in token order. A row depends on this rank's routing only: no rank waits to plan,
 //      and rows arrive ordered by (source rank, source token) by construction. The plan is
 //      copied into the buffer (Layout::routes), where the blocks of step 3 and combine read it.
 //   3. Send, in blocks over tokens (detail::SendTokens): stage the bf16 row, quantize it once
@@ -16,7 +18,9 @@
 //   4. Publish, after the launch has joined: signal flag (expert, this rank) on every rank for
 //      every expert, with the count sent (also 0), sequence seq.
 //   5. Receive: wait for the flag of every (local expert, source rank); the payload is the
-//      segment's row count, which is also copied into the buffer (Layout::received_counts).
+//      segment's row count. From the counts follow where the segments start
+//      (Layout::first_rows), as the sources placed them; both are also copied into the buffer
+//      (Layout::received_counts, received_first_rows).
 //
 // NOTES (why buffers are reused without clearing): rank A writes into rank B for call seq+1 only
 // after A's combine seq returned. That needed B's combine-seq signal to A, which B raises after
@@ -130,9 +134,7 @@ struct SendTokens {
         if (route.expert < 0) continue;
         meta.topk_slot = k;
         std::memcpy(message.data() + layout.row_bytes, &meta, sizeof(meta));
-        device.put(symmetric, layout.home_rank(route.expert),
-                   layout.message(layout.local_expert(route.expert), device.rank(), route.slot),
-                   message);
+        device.put(symmetric, layout.home_rank(route.expert), layout.message(route.row), message);
       }
     }
   }
@@ -180,13 +182,20 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
       // 1. Check.
       detail::check_dispatch_args(args, config, rank);
 
-      // 2. Plan: slot of each choice within its (expert, this rank) segment, then copy the
-      //    plan where the blocks read it.
+      // 2. Plan: the rows for each expert, where its segment starts on its rank, then the row
+      //    of each choice; then copy the plan where the blocks read it.
       std::fill(sent.begin(), sent.end(), 0);
       const std::size_t num_choices = static_cast<std::size_t>(args.num_tokens) * num_topk;
+      for (std::size_t choice = 0; choice < num_choices; ++choice)
+        if (args.topk_idx[choice] >= 0) ++sent[static_cast<std::size_t>(args.topk_idx[choice])];
+      std::vector<std::int32_t>& next_row = state.next_row;  // [num_experts]
+      for (int home = 0; home < layout.num_ranks; ++home) {
+        const auto first_expert = static_cast<std::size_t>(layout.global_expert(home, 0));
+        layout.place_segments(rank, sent.data() + first_expert, next_row.data() + first_expert, 1);
+      }
       for (std::size_t choice = 0; choice < num_choices; ++choice) {
         const std::int32_t expert = args.topk_idx[choice];
-        routes[choice] = {expert, expert < 0 ? -1 : sent[static_cast<std::size_t>(expert)]++};
+        routes[choice] = {expert, expert < 0 ? -1 : next_row[static_cast<std::size_t>(expert)]++};
       }
       device.write_local(symmetric, layout.routes_offset,
                          std::as_bytes(std::span<const Route>(routes.data(), num_choices)));
@@ -200,21 +209,30 @@ Received dispatch(Dev& device, Buffer<Dev>& buffer, const DispatchArgs& args) {
     // 4. Publish every count, zeros included, now that all rows are written.
     publish([&](int expert) { return sent[static_cast<std::size_t>(expert)]; });
 
-    // 5. Receive every segment's count.
+    // 5. Receive every segment's count; a source's rows must fit the rows it owns.
     std::vector<std::int32_t>& counts = state.received_counts;  // [E_local][W]
-    for (int e = 0; e < layout.num_local_experts; ++e)
-      for (int src = 0; src < layout.num_ranks; ++src)
+    for (int src = 0; src < layout.num_ranks; ++src) {
+      for (int e = 0; e < layout.num_local_experts; ++e)
         counts[layout.segment(e, src)] =
             detail::wait_count(device, symmetric, layout.dispatch_flag(e, src), sequence,
                                WaitSite{"dispatch", src, e}, config.max_tokens_per_rank);
+      const std::int64_t from_source = layout.rows_from(counts, src);
+      cmx::detail::require(from_source <= layout.rows_per_source, ErrorCode::state, "rank ", rank,
+                           ": rank ", src, " sent ", from_source, " rows, more than the ",
+                           layout.rows_per_source, " it owns here");
+    }
+    std::vector<std::int32_t>& first_rows = state.received_first_rows;  // [E_local][W]
+    layout.first_rows(counts, first_rows);
 
-    // The counts also go where the blocks of combine, and an engine's expert kernels, read
-    // them (Layout::received_counts).
+    // Both also go where the blocks of combine, and an engine's expert kernels, read them.
     device.write_local(symmetric, layout.received_counts_offset,
                        std::as_bytes(std::span<const std::int32_t>(counts)));
+    device.write_local(symmetric, layout.received_first_rows_offset,
+                       std::as_bytes(std::span<const std::int32_t>(first_rows)));
 
     state.phase = Phase::dispatched;
-    return Received(layout, config.precision, device.local(symmetric), counts.data(), sequence);
+    return Received(layout, config.precision, device.local(symmetric), counts.data(),
+                    first_rows.data(), sequence);
   });
 }
 

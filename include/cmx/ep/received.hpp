@@ -15,17 +15,24 @@ namespace cmx::ep {
 
 /// A view of this rank's receive area after dispatch: rows per (local expert, source rank)
 /// segment, ordered by source token, each row followed by its MessageMeta. A grouped GEMM reads
-/// it in place: segment (e, s) holds count(e, s) rows starting at message(e, s, 0), one every
-/// message_bytes() bytes.
+/// it in place: segment (e, s) holds count(e, s) rows, one every message_bytes() bytes, from
+/// message(e, s, 0), which is row first_row(e, s) of the receive area (Layout::message).
 ///
 /// Valid until this rank calls combine on the same buffer (peers may overwrite it after that).
 class Received {
  public:
-  /// Made by dispatch: `part` is this rank's symmetric part, `counts` its received counts
-  /// [num_local_experts][num_ranks], both owned by the buffer.
+  /// Made by dispatch: `part` is this rank's symmetric part; `counts` and `first_rows`, the
+  /// segments' row counts and first rows [num_local_experts][num_ranks], are owned by the
+  /// buffer.
   Received(const Layout& layout, DispatchPrecision precision, const std::byte* part,
-           const std::int32_t* counts, std::uint64_t sequence) noexcept
-      : layout_(layout), precision_(precision), part_(part), counts_(counts), sequence_(sequence) {}
+           const std::int32_t* counts, const std::int32_t* first_rows,
+           std::uint64_t sequence) noexcept
+      : layout_(layout),
+        precision_(precision),
+        part_(part),
+        counts_(counts),
+        first_rows_(first_rows),
+        sequence_(sequence) {}
 
   int num_local_experts() const noexcept { return layout_.num_local_experts; }
   int num_ranks() const noexcept { return layout_.num_ranks; }
@@ -47,12 +54,27 @@ class Received {
     return total;
   }
 
+  /// The receive-area row of segment (local_expert, src_rank)'s first row
+  /// (Layout::first_rows); defined for an empty segment too.
+  std::int64_t first_row(int local_expert, int src_rank) const {
+    check_segment(local_expert, src_rank);
+    return first_rows_[layout_.segment(local_expert, src_rank)];
+  }
+  /// The receive-area row of row `slot` of segment (local_expert, src_rank). It is also the
+  /// row of that message's expert output in CombineArgs::expert_out or Buffer::expert_out().
+  std::int64_t row_index(int local_expert, int src_rank, int slot) const {
+    check_row(local_expert, src_rank, slot);
+    return first_row(local_expert, src_rank) + slot;
+  }
+
   /// The first byte of message (local_expert, src_rank, slot); rows of one segment are
   /// message_bytes() apart. For in-place readers (grouped GEMM).
   const std::byte* message(int local_expert, int src_rank, int slot) const {
-    check_row(local_expert, src_rank, slot);
-    return part_ + layout_.message(local_expert, src_rank, slot);
+    return part_ + layout_.message(row_index(local_expert, src_rank, slot));
   }
+  /// Row 0 of the receive area: message(e, s, slot) is at messages() + row_index(e, s, slot) *
+  /// message_bytes().
+  const std::byte* messages() const noexcept { return part_ + layout_.messages_offset; }
   /// Stride between consecutive rows of a segment, in bytes.
   std::size_t message_bytes() const noexcept { return layout_.message_bytes; }
 
@@ -92,8 +114,9 @@ class Received {
 
   Layout layout_;
   DispatchPrecision precision_;
-  const std::byte* part_;       // this rank's symmetric part
-  const std::int32_t* counts_;  // [num_local_experts][num_ranks]
+  const std::byte* part_;           // this rank's symmetric part
+  const std::int32_t* counts_;      // [num_local_experts][num_ranks]
+  const std::int32_t* first_rows_;  // [num_local_experts][num_ranks]
   std::uint64_t sequence_;
 };
 

@@ -89,8 +89,8 @@ class ExpertFfnWorkspace {
 struct ExpertFfnArgs {
   const MaskedRows& x;                     ///< the tokens, k = H: dispatch's rows in place
   std::span<const ExpertWeights> experts;  ///< [x.num_groups]
-  /// [num_groups][num_segments][capacity][H] bf16 output, the layout of CombineArgs::expert_out;
-  /// rows of slots without a valid row are not written.
+  /// [x.num_slots()][H] bf16 output, row slot_index(e, s, slot) for each valid row: the layout
+  /// of CombineArgs::expert_out; rows of slots without a valid row are not written.
   std::span<bf16> out;
   ExpertFfnWorkspace& workspace;  ///< at least x.num_slots() slots of the experts' I
 };
@@ -160,8 +160,7 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
   const int hidden = args.x.k;
   require(args.out.size() == args.x.num_slots() * static_cast<std::size_t>(hidden),
           ErrorCode::invalid_argument, kWhat, ": out has ", args.out.size(),
-          " elements, expected groups * segments * capacity * H = ", args.x.num_slots(), " * ",
-          hidden);
+          " elements, expected x.num_slots() * H = ", args.x.num_slots(), " * ", hidden);
   if (args.experts.empty()) return;
   const int intermediate = args.experts.front().gate.n();
   require(args.workspace.num_slots() >= args.x.num_slots() &&
@@ -228,16 +227,12 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
   });
 
   // Launch 2, step 4: the down projection of the INT8 intermediate, as a masked grouped GEMM.
-  const MaskedRows intermediate_rows{
-      .num_groups = args.x.num_groups,
-      .num_segments = args.x.num_segments,
-      .capacity = args.x.capacity,
-      .k = intermediate,
-      .counts = args.x.counts,
-      .codes = reinterpret_cast<const std::byte*>(intermediate_codes),
-      .row_stride = width,
-      .scales = reinterpret_cast<const std::byte*>(intermediate_scales),
-      .scale_stride = sizeof(float)};
+  MaskedRows intermediate_rows = args.x;  // the same segments, in the workspace's slots
+  intermediate_rows.k = intermediate;
+  intermediate_rows.codes = reinterpret_cast<const std::byte*>(intermediate_codes);
+  intermediate_rows.row_stride = width;
+  intermediate_rows.scales = reinterpret_cast<const std::byte*>(intermediate_scales);
+  intermediate_rows.scale_stride = sizeof(float);
   detail::run_grouped_product(
       device, detail::MaskedSource(intermediate_rows),
       [&](int group) -> const PackedWeights& {

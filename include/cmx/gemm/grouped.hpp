@@ -35,8 +35,8 @@ template <GemmOutput Out>
 struct MaskedGemmArgs {
   const MaskedRows& a;                     ///< the rows, in place (see MaskedRows)
   std::span<const PackedWeights> weights;  ///< [a.num_groups], all of the same n and k = a.k
-  /// [num_groups][num_segments][capacity][n] output; rows of slots without a valid row are not
-  /// written.
+  /// [a.num_slots()][n] output, row slot_index(g, s, slot) for each valid row; rows of slots
+  /// without a valid row are not written.
   std::span<Out> c;
 };
 
@@ -172,7 +172,7 @@ void grouped_gemm_masked(Dev& device, const MaskedGemmArgs<Out>& args) {
   const int n = detail::check_group_weights(device, args.weights, args.a.k, kWhat);
   require(args.c.size() == args.a.num_slots() * static_cast<std::size_t>(n),
           ErrorCode::invalid_argument, kWhat, ": c has ", args.c.size(),
-          " elements, expected groups * segments * capacity * n = ", args.a.num_slots(), " * ", n);
+          " elements, expected a.num_slots() * n = ", args.a.num_slots(), " * ", n);
   const detail::MaskedSource rows(args.a);
   detail::run_grouped_product(device, rows, detail::GroupWeights{args.weights}, n, args.c);
 }

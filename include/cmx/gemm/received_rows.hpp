@@ -14,13 +14,14 @@
 
 namespace cmx::gemm {
 
-/// MaskedRows over an ep::Received: group = local expert, segment = source rank, capacity =
-/// max_tokens_per_rank, so slot_index(e, s, slot) == layout.message_index(e, s, slot), the row
-/// FusedCombine reads an expert output from. Each row's codes are its message's first
-/// `hidden` bytes and its scale is the MessageMeta after the row.
+/// MaskedRows over an ep::Received: group = local expert, segment = source rank, packed as the
+/// receive area is (slot = its row, so slot_index(e, s, slot) == received.row_index(e, s,
+/// slot), the row FusedCombine reads an expert output from). Each row's codes are its
+/// message's first `hidden` bytes and its scale is the MessageMeta after the row.
 ///
-/// Holds a copy of the received counts (num_local_experts * num_ranks int32); the rows stay
-/// where dispatch wrote them, valid until this rank's combine on the buffer.
+/// Holds a copy of the received counts and first rows (2 * num_local_experts * num_ranks
+/// int32); the rows stay where dispatch wrote them, valid until this rank's combine on the
+/// buffer.
 class ReceivedRows {
  public:
   /// `layout` is the buffer's (ep::Buffer::layout()), `received` what its dispatch returned.
@@ -33,27 +34,25 @@ class ReceivedRows {
                 layout.num_ranks == received.num_ranks() && layout.hidden == received.hidden() &&
                 layout.message_bytes == received.message_bytes(),
             ErrorCode::invalid_argument, "ReceivedRows: the layout is not the received buffer's");
-    counts_.resize(static_cast<std::size_t>(layout.num_local_experts) *
-                   static_cast<std::size_t>(layout.num_ranks));
-    const std::byte* first_slot = nullptr;  // message (0, 0, 0), found from any received row
+    const std::size_t num_segments = static_cast<std::size_t>(layout.num_local_experts) *
+                                     static_cast<std::size_t>(layout.num_ranks);
+    counts_.resize(num_segments);
+    first_slots_.resize(num_segments);
     for (int e = 0; e < layout.num_local_experts; ++e)
       for (int s = 0; s < layout.num_ranks; ++s) {
-        const int count = received.count(e, s);
-        counts_[layout.segment(e, s)] = count;
-        if (count > 0 && first_slot == nullptr)
-          first_slot =
-              received.message(e, s, 0) - layout.message_index(e, s, 0) * layout.message_bytes;
+        counts_[layout.segment(e, s)] = received.count(e, s);
+        first_slots_[layout.segment(e, s)] = static_cast<std::int32_t>(received.first_row(e, s));
       }
     rows_ = {.num_groups = layout.num_local_experts,
              .num_segments = layout.num_ranks,
              .capacity = layout.max_tokens_per_rank,
              .k = layout.hidden,
              .counts = counts_,
-             .codes = first_slot,
+             .first_slots = first_slots_,
+             .num_packed_slots = layout.num_messages(),
+             .codes = received.messages(),
              .row_stride = layout.message_bytes,
-             .scales = first_slot == nullptr
-                           ? nullptr
-                           : first_slot + layout.row_bytes + offsetof(ep::MessageMeta, scale),
+             .scales = received.messages() + layout.row_bytes + offsetof(ep::MessageMeta, scale),
              .scale_stride = layout.message_bytes};
   }
   ReceivedRows(const ReceivedRows&) = delete;
@@ -63,7 +62,8 @@ class ReceivedRows {
   const MaskedRows& rows() const noexcept { return rows_; }
 
  private:
-  std::vector<std::int32_t> counts_;  // [num_local_experts][num_ranks]
+  std::vector<std::int32_t> counts_;       // [num_local_experts][num_ranks]
+  std::vector<std::int32_t> first_slots_;  // [num_local_experts][num_ranks]
   MaskedRows rows_;
 };
 

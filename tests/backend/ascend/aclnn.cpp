@@ -166,8 +166,10 @@ TEST_CASE(
 
 namespace {
 
-// A receive area as FusedDispatch leaves it: [groups][segments][capacity] messages of
-// row_bytes int8 codes then a MessageMeta (with the token's scale), message_bytes apart.
+// A receive area of FusedDispatch's messages in the static masked layout: [groups][segments]
+// [capacity] messages of row_bytes int8 codes then a MessageMeta (with the token's scale),
+// message_bytes apart. (Dispatch packs its segments; the operator's wrapper reaches rows only
+// through MaskedRows::slot_index either way, and the CPU tests cover the packed layout.)
 struct ReceiveArea {
   int groups, segments, capacity, k;
   std::size_t row_bytes, message_bytes;

@@ -49,14 +49,16 @@ std::string checked_round(Device& device, ep::Buffer<Device>& buffer,
   const ep::Received received = ep::dispatch(
       device, buffer, {.x = x.span(), .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
 
-  // The receive area, copied to the host, viewed with the counts dispatch returned.
+  // The receive area, copied to the host, viewed with the segments' counts and first rows
+  // that dispatch wrote into the buffer for the NPU's kernels (an engine's expert kernel reads
+  // them there).
   std::vector<std::byte> part(layout.total_bytes);
   device.read_local(buffer.symmetric(), 0, part);
-  std::vector<std::int32_t> counts;
-  for (int e = 0; e < layout.num_local_experts; ++e)
-    for (int src = 0; src < layout.num_ranks; ++src) counts.push_back(received.count(e, src));
-  const ep::Received host_view(layout, config.precision, part.data(), counts.data(),
-                               received.sequence());
+  const ep::Received host_view(
+      layout, config.precision, part.data(),
+      reinterpret_cast<const std::int32_t*>(part.data() + layout.received_counts_offset),
+      reinterpret_cast<const std::int32_t*>(part.data() + layout.received_first_rows_offset),
+      received.sequence());
   std::string mismatch = cmx::test::compare_received(host_view, rank, expected);
 
   pause(1);

@@ -40,14 +40,10 @@ std::vector<cmx::reference::EpRankInput> inputs_for(const ep::Config& config, in
 bool nothing_received_from(ep::Buffer<Device>& buffer, int src) {
   const ep::Layout& layout = buffer.layout();
   const std::byte* part = buffer.device().local(buffer.symmetric());
-  for (int e = 0; e < layout.num_local_experts; ++e)
-    for (int slot = 0; slot < layout.max_tokens_per_rank; ++slot) {
-      const std::byte* message = part + layout.message(e, src, slot);
-      if (std::any_of(message, message + layout.message_bytes,
-                      [](std::byte b) { return b != std::byte{0}; }))
-        return false;
-    }
-  return true;
+  // The rows `src` owns here.
+  const std::byte* first = part + layout.message(layout.source_first_row(src));
+  const std::byte* last = part + layout.message(layout.source_first_row(src + 1));
+  return std::none_of(first, last, [](std::byte b) { return b != std::byte{0}; });
 }
 
 // Every rank but `failing_rank` failed fast with peer_failed, naming it and `call`.

@@ -103,8 +103,7 @@ struct MaskedGemmArgs {
   /// scales + i * scale_stride); `counts` is host memory. See cmx::gemm::MaskedRows.
   const gemm::MaskedRows& a;
   DeviceGroupedWeights weights;  ///< num_groups = a.num_groups, k = a.k
-  /// device [num_groups][num_segments][capacity][n] bf16; only the rows of valid slots are
-  /// written.
+  /// device [a.num_slots()][n] bf16; only the rows of valid slots are written.
   void* c = nullptr;
 };
 
