@@ -160,6 +160,17 @@ inline std::string compare_received(const ep::Received& received, int rank,
   return "";
 }
 
+/// True if no message from `src` reached `buffer`'s receive area: every byte of the rows `src`
+/// owns there is still zero.
+template <class Dev>
+bool nothing_received_from(const ep::Buffer<Dev>& buffer, int src) {
+  const ep::Layout& layout = buffer.layout();
+  const std::byte* part = buffer.device().local(buffer.symmetric());
+  const std::byte* first = part + layout.message(layout.source_first_row(src));
+  const std::byte* last = part + layout.message(layout.source_first_row(src + 1));
+  return std::none_of(first, last, [](std::byte b) { return b != std::byte{0}; });
+}
+
 /// Writes the stand-in expert's rows for what arrived into expert_out
 /// [num_messages][H]: a caller's tensor, or Buffer::expert_out().
 inline void run_stand_in_experts(const ep::Received& received, const ep::Layout& layout, int rank,

@@ -50,15 +50,9 @@ bool contains(const std::string& text, const std::string& part) {
 
 // True if no message from `src` reached any rank's receive area (every byte still zero).
 bool nothing_received_from(std::vector<std::unique_ptr<ep::Buffer<Device>>>& buffers, int src) {
-  for (auto& buffer : buffers) {
-    const ep::Layout& layout = buffer->layout();
-    const std::byte* part = buffer->device().local(buffer->symmetric());
-    // The rows `src` owns there.
-    const std::byte* first = part + layout.message(layout.source_first_row(src));
-    const std::byte* last = part + layout.message(layout.source_first_row(src + 1));
-    if (std::any_of(first, last, [](std::byte b) { return b != std::byte{0}; })) return false;
-  }
-  return true;
+  return std::all_of(buffers.begin(), buffers.end(), [src](const auto& buffer) {
+    return cmx::test::nothing_received_from(*buffer, src);
+  });
 }
 
 // Runs dispatch on every rank of `world` with valid inputs, except that `bad_rank` first applies

@@ -36,16 +36,6 @@ std::vector<cmx::reference::EpRankInput> inputs_for(const ep::Config& config, in
   return cmx::test::make_inputs(config, num_ranks, tokens, cmx::test::Routing::uniform, seed);
 }
 
-// True if no message from `src` reached this rank's receive area (every byte still zero).
-bool nothing_received_from(ep::Buffer<Device>& buffer, int src) {
-  const ep::Layout& layout = buffer.layout();
-  const std::byte* part = buffer.device().local(buffer.symmetric());
-  // The rows `src` owns here.
-  const std::byte* first = part + layout.message(layout.source_first_row(src));
-  const std::byte* last = part + layout.message(layout.source_first_row(src + 1));
-  return std::none_of(first, last, [](std::byte b) { return b != std::byte{0}; });
-}
-
 // Every rank but `failing_rank` failed fast with peer_failed, naming it and `call`.
 void check_peers_failed_fast(const Outcome& outcome, int rank, int failing_rank,
                              const std::string& call) {
@@ -110,7 +100,7 @@ TEST_CASE("a bad dispatch input fails on its rank before writing, and fast on ev
       CHECK_MESSAGE(contains(outcome.message, bad.says), outcome.message);
     }
     check_peers_failed_fast(outcome, rank, 1, "dispatch");
-    CHECK(nothing_received_from(buffer, 1));
+    CHECK(cmx::test::nothing_received_from(buffer, 1));
     CHECK(buffer.phase() == ep::Phase::failed);
   }
 }
