@@ -90,6 +90,8 @@ class MinimalDevice {
     return stage_in(local, reinterpret_cast<const T*>(sym.base + offset), count);
   }
   template <class T>
+  void prefetch(const T*, std::size_t) {}
+  template <class T>
   void load(std::span<T> tile, const T* global) {
     std::memcpy(tile.data(), global, tile.size_bytes());
   }

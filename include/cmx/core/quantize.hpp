@@ -20,6 +20,39 @@ namespace cmx {
 /// The largest magnitude an INT8 code takes; the code range is symmetric, [-127, 127].
 inline constexpr int kInt8Max = 127;
 
+namespace detail {
+
+/// The scale of a row in quantize_row_int8, from the row's amax.
+struct Int8RowScale {
+  bool codes_are_zero;  ///< the row is flushed (tiny amax) or poisoned (Inf or NaN)
+  float scale;          ///< the scale quantize_row_int8 returns
+  float inverse_scale;  ///< 127 / amax, what each value is multiplied by (if !codes_are_zero)
+};
+
+/// The scale of a row whose largest magnitude has the binary32 bits `amax_bits` (sign clear;
+/// a bf16's bits shifted left by 16), by the definition of quantize_row_int8. Every CPU
+/// implementation of it, portable or vectorized, goes through this.
+inline Int8RowScale int8_row_scale(std::uint32_t amax_bits) noexcept {
+  constexpr std::uint32_t kInfBits = 0x7f800000u;             // exponent all ones: Inf or NaN
+  constexpr std::uint32_t kSmallestScaledBits = 0x03000000u;  // 2^-121: 127 / 2^-121 < FLT_MAX
+  if (amax_bits >= kInfBits) return {true, std::numeric_limits<float>::quiet_NaN(), 0.0f};
+  if (amax_bits < kSmallestScaledBits) return {true, 0.0f, 0.0f};
+  const float amax = std::bit_cast<float>(amax_bits);
+  return {false, amax / static_cast<float>(kInt8Max), static_cast<float>(kInt8Max) / amax};
+}
+
+/// The code of `value` in a row with `inverse_scale`: rne(value * inverse_scale).
+///
+/// NOTES: no clamp is needed: |value| <= amax and inverse_scale <= (127 / amax)(1 + 2^-24), so
+/// the product is at most 127 + 1 ulp and rounds to at most 127. std::nearbyint rounds to
+/// nearest, ties to even, in the default mode and raises nothing; with SSE4.1 or later it
+/// vectorizes (roundps / vrndscaleps), without it each element is a libm call.
+inline std::int8_t int8_code(float value, float inverse_scale) noexcept {
+  return static_cast<std::int8_t>(static_cast<int>(std::nearbyint(value * inverse_scale)));
+}
+
+}  // namespace detail
+
 /// Quantizes one bf16 row to INT8 with one scale for the row (per-token quantization).
 ///
 /// The definition, which every fast path matches bit for bit:
@@ -42,23 +75,14 @@ inline float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t>
   std::uint16_t amax_bits = 0;
   for (std::size_t i = 0; i < row.size(); ++i)
     amax_bits = std::max<std::uint16_t>(amax_bits, row[i].bits & 0x7fffu);
-
-  constexpr std::uint16_t kInfBits = 0x7f80u;             // exponent all ones: Inf or NaN
-  constexpr std::uint16_t kSmallestScaledBits = 0x0300u;  // 2^-121: 127 / 2^-121 < FLT_MAX
-  if (amax_bits >= kInfBits || amax_bits < kSmallestScaledBits) {
+  const detail::Int8RowScale scale = detail::int8_row_scale(std::uint32_t{amax_bits} << 16);
+  if (scale.codes_are_zero) {
     for (std::int8_t& code : out) code = 0;  // (std::fill trips a GCC 12 -Wstringop-overflow)
-    return amax_bits >= kInfBits ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    return scale.scale;
   }
-  const float amax = bf16{amax_bits}.to_float();
-  const float inverse_scale = static_cast<float>(kInt8Max) / amax;
-  // NOTES: no clamp is needed: |row[i]| <= amax and inverse_scale <= (127 / amax)(1 + 2^-24),
-  // so the product is at most 127 + 1 ulp and rounds to at most 127. std::nearbyint rounds to
-  // nearest, ties to even, in the default mode and raises nothing; with SSE4.1 or later it
-  // vectorizes (roundps / vrndscaleps), without it each element is a libm call.
   for (std::size_t i = 0; i < row.size(); ++i)
-    out[i] = static_cast<std::int8_t>(
-        static_cast<int>(std::nearbyint(row[i].to_float() * inverse_scale)));
-  return amax / static_cast<float>(kInt8Max);
+    out[i] = detail::int8_code(row[i].to_float(), scale.inverse_scale);
+  return scale.scale;
 }
 
 /// Quantizes one float row to INT8, by the same definition as the bf16 overload above with
@@ -74,19 +98,14 @@ inline float quantize_row_int8(std::span<const float> row, std::span<std::int8_t
   for (std::size_t i = 0; i < row.size(); ++i)
     amax_bits =
         std::max<std::uint32_t>(amax_bits, std::bit_cast<std::uint32_t>(row[i]) & 0x7fffffffu);
-
-  constexpr std::uint32_t kInfBits = 0x7f800000u;             // exponent all ones: Inf or NaN
-  constexpr std::uint32_t kSmallestScaledBits = 0x03000000u;  // 2^-121, as for bf16
-  if (amax_bits >= kInfBits || amax_bits < kSmallestScaledBits) {
+  const detail::Int8RowScale scale = detail::int8_row_scale(amax_bits);
+  if (scale.codes_are_zero) {
     for (std::int8_t& code : out) code = 0;
-    return amax_bits >= kInfBits ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    return scale.scale;
   }
-  const float amax = std::bit_cast<float>(amax_bits);
-  const float inverse_scale = static_cast<float>(kInt8Max) / amax;
-  // NOTES: no clamp, for the reason given in the bf16 overload.
   for (std::size_t i = 0; i < row.size(); ++i)
-    out[i] = static_cast<std::int8_t>(static_cast<int>(std::nearbyint(row[i] * inverse_scale)));
-  return amax / static_cast<float>(kInt8Max);
+    out[i] = detail::int8_code(row[i], scale.inverse_scale);
+  return scale.scale;
 }
 
 /// acc[i] = fma(weight, row[i], acc[i]) for every i: one fused multiply-add per element, one

@@ -110,10 +110,16 @@ using BlockBody = std::function<void(Block&)>;
 /// backends they are the same memory; on an NPU, host code reaches global memory only through
 /// d.write_local and d.read_local.
 /// Row operations (each block computes on tiles in its local memory)
-///   (T in stage_in, stage_in_peer, load and store is any trivially copyable element type.)
+///   (T in stage_in, stage_in_peer, prefetch, load and store is any trivially copyable element
+///   type.)
 ///   d.stage_in(local, ptr, count)            a read-only tile with count elements of global
 ///                                            memory at ptr (copied into local memory, or a
 ///                                            zero-copy view that still counts against it).
+///   d.prefetch(ptr, count)                   a hint: a block will stage `count` elements of
+///                                            global memory at ptr soon, so the machine may
+///                                            start reading them (a CPU's cache prefetch).
+///                                            Returns at once, changes nothing a kernel can
+///                                            see; may do nothing.
 ///   d.load(tile, ptr)                        copies tile.size() elements of global memory at
 ///                                            ptr into a tile of local memory.
 ///   d.store(ptr, tile)                       writes a tile to global memory of this rank.
@@ -149,6 +155,7 @@ concept Device = std::copy_constructible<D> &&
   { d.barrier() } -> std::same_as<void>;
   { d.launch(rank, body) } -> std::same_as<void>;
   { d.stage_in(local, global_bf16, bytes) } -> std::same_as<std::span<const bf16>>;
+  { d.prefetch(global_bf16, bytes) } -> std::same_as<void>;
   { d.load(rounded, global_bf16) } -> std::same_as<void>;
   { d.store(global_bf16_out, row) } -> std::same_as<void>;
   { d.quantize_row_int8(row, codes) } -> std::same_as<float>;

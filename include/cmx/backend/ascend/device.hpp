@@ -195,6 +195,11 @@ class Device {
     return tile;
   }
 
+  /// Nothing: stage_in's DMA into UB is synchronous here, so there is nothing to start early.
+  /// (On the NPU, a kernel overlaps a row's DMA with work by double-buffering its tiles.)
+  template <class T>
+  void prefetch(const T*, std::size_t) noexcept {}
+
   /// Copies tile.size() elements of global memory at `ptr` into `tile` (UB).
   template <class T>
   void load(std::span<T> tile, const T* ptr) {

@@ -87,6 +87,7 @@ class Device : public tbb_backend::detail::CpuDevice {
   void signal(const Symmetric& sym, int dst_rank, std::size_t offset, std::uint64_t sequence,
               std::int64_t payload) {
     check_access(sym, dst_rank, offset, kFlagBytes, "signal");
+    fence_puts();
     world_->signal(*sym.window, dst_rank, offset, sequence, payload);
   }
 
@@ -96,7 +97,10 @@ class Device : public tbb_backend::detail::CpuDevice {
     return world_->wait(*sym.window, offset, sequence, site, world_->timeout());
   }
 
-  void barrier() { world_->barrier(); }
+  void barrier() {
+    fence_puts();
+    world_->barrier();
+  }
 
   template <class Body>
   void launch(int num_blocks, Body&& body) {

@@ -212,8 +212,8 @@ class WorldState {
   /// and `payload` once every put of this rank and every write to its own parts is visible there.
   ///
   /// NOTES: to a mapped rank, the flag is raised with a release store (FlagSlot::raise), which
-  /// orders this rank's plain and streaming stores (fenced by copy_streaming) before it, and
-  /// blocks' stores before it through the launch's join. By RMA, the data is complete at the
+  /// orders this rank's plain and streaming stores (fenced by Device::fence_puts) before it,
+  /// and blocks' stores before it through the launch's join. By RMA, the data is complete at the
   /// target (MPI_Win_flush_all of every window this rank put into) before the payload is put,
   /// and the payload before the sequence (each flushed), so a waiter that sees the sequence
   /// reads data and payload complete, even were the 8-byte put of the sequence seen torn.

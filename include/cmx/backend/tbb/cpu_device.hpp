@@ -62,12 +62,26 @@ class CpuDevice {
   /// through the cache would first read every line of the destination (read for ownership).
   static constexpr std::size_t kStreamingPutBytes = 4096;
 
+  /// The unit prefetch() asks for: an x86-64 or Arm cache line.
+  static constexpr std::size_t kPrefetchLineBytes = 64;
+
   /// Zero-copy on the CPU: global memory is already cached memory. The tile still counts
   /// against the block's local memory, as it would on a backend that copies.
   template <class T>
   std::span<const T> stage_in(LocalArena& local, const T* global, std::size_t count) {
     local.reserve<T>(count);
     return {global, count};
+  }
+
+  /// A cache prefetch (to L1) of every line that holds one of the `count` elements: what
+  /// stage_in later views is then on its way from memory. Prefetching never faults.
+  template <class T>
+  void prefetch(const T* global, std::size_t count) noexcept {
+    const auto begin = reinterpret_cast<std::uintptr_t>(global) / kPrefetchLineBytes;
+    const auto end = (reinterpret_cast<std::uintptr_t>(global + count) + kPrefetchLineBytes - 1) /
+                     kPrefetchLineBytes;
+    for (std::uintptr_t line = begin; line < end; ++line)
+      __builtin_prefetch(reinterpret_cast<const void*>(line * kPrefetchLineBytes));
   }
 
   template <class T>
@@ -81,7 +95,7 @@ class CpuDevice {
   }
 
   float quantize_row_int8(std::span<const bf16> row, std::span<std::int8_t> out) noexcept {
-    return cmx::quantize_row_int8(row, out);
+    return detail::quantize_row_int8(row, out);
   }
   void accumulate_weighted_rows(std::span<float> acc, std::span<const std::span<const bf16>> rows,
                                 std::span<const float> weights) noexcept {
@@ -123,7 +137,7 @@ class CpuDevice {
   void use_int8_isa(cpu::Isa isa) { int8_ = gemm::CpuInt8Matmul(isa); }
 
   /// The peer write into memory this process maps: streaming stores for a put of
-  /// kStreamingPutBytes or more (published by their SFENCE, see copy_streaming), else memcpy.
+  /// kStreamingPutBytes or more (weakly ordered: see fence_puts), else memcpy.
   /// (Not under ThreadSanitizer, which does not see GCC's streaming-store builtins.)
   static void copy_to_peer(std::byte* destination, std::span<const std::byte> source) {
     if (source.size() >= kStreamingPutBytes && !kThreadSanitizer)
@@ -131,6 +145,12 @@ class CpuDevice {
     else
       std::memcpy(destination, source.data(), source.size());
   }
+
+  /// Orders the streaming stores of every put this thread issued before its later stores, so
+  /// that what publishes the puts is seen after them (fence_streaming_stores). Called where
+  /// puts become publishable: at the end of each block (run_block), and at the start of a
+  /// launch, a signal or a barrier (for puts a rank issued outside a launch).
+  static void fence_puts() noexcept { fence_streaming_stores(); }
 
   /// A zero-copy view of `count` elements of T at `part + offset` (a peer's part this process
   /// maps), counted against the block's local memory.
@@ -168,6 +188,7 @@ class CpuDevice {
   template <class Body>
   static void run_blocks(oneapi::tbb::task_arena& arena, int num_blocks, Body& body) {
     if (num_blocks <= 0) return;
+    fence_puts();  // puts this thread issued before the launch, for the blocks to read
     if (num_blocks == 1 || kThreadSanitizer) {
       for (int index = 0; index < num_blocks; ++index) run_block(index, num_blocks, body);
       return;
@@ -197,6 +218,7 @@ class CpuDevice {
     LocalArena local(thread_local_memory());
     Block block{index, count, local};
     body(block);
+    fence_puts();  // before the launch's join, which the rank's next signal publishes
   }
 
   attention::CpuBf16Microkernels bf16_;

@@ -73,6 +73,7 @@ class Device : public detail::CpuDevice {
   void signal(const Symmetric& sym, int dst_rank, std::size_t offset, std::uint64_t sequence,
               std::int64_t payload) {
     check_access(sym, dst_rank, offset, kFlagBytes, "signal");
+    fence_puts();
     flag_at(sym, dst_rank, offset).raise(sequence, payload);
   }
 
@@ -82,7 +83,10 @@ class Device : public detail::CpuDevice {
     return flag_at(sym, rank_, offset).await(sequence, world_->timeout(), rank_, site, [] {});
   }
 
-  void barrier() { world_->barrier(rank_); }
+  void barrier() {
+    fence_puts();
+    world_->barrier(rank_);
+  }
 
   template <class Body>
   void launch(int num_blocks, Body&& body) {
