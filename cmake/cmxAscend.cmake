@@ -2,14 +2,22 @@
 # cmx::ascend, the Ascend backend (CMX_BACKEND=ascend): cmx::cmx plus cmx_ascend_kernels, the
 # AIV entries of cmx's kernels (src/ascend/kernels.cpp).
 #   CMX_ASCEND_SIM=ON: the kernel translation unit is compiled by the host compiler against the
-#     clean-room shim, whose simulation runs the kernels on the CPU (what CI builds and tests).
+#     clean-room shim (sim/ascend), whose simulation runs the kernels on the CPU (what CI builds
+#     and tests).
 #   CMX_ASCEND_SIM=OFF: the CANN toolkit (ASCEND_HOME_PATH) compiles it with ascendc_library,
 #     and cmx::ascend links ACL and CANN SHMEM. We have had neither toolkit nor NPU: this branch
 #     has never been configured; it follows the toolkit's documented CMake usage.
 if(CMX_ASCEND_SIM)
+  # The clean-room simulation (sim/ascend, never installed): its headers of CANN's names
+  # (sim/ascend/toolkit) stand where the toolkit's would. CMX_ASCEND_SIM tells the tests and
+  # examples that they run on it; cmx's installed headers never test it.
+  add_library(cmx_ascend_sim INTERFACE)
+  target_include_directories(cmx_ascend_sim INTERFACE "${PROJECT_SOURCE_DIR}"
+                                                      "${PROJECT_SOURCE_DIR}/sim/ascend/toolkit")
+  target_compile_definitions(cmx_ascend_sim INTERFACE CMX_ASCEND_SIM)
+  target_link_libraries(cmx_ascend_sim INTERFACE cmx)
   add_library(cmx_ascend_kernels STATIC src/ascend/kernels.cpp)
-  target_link_libraries(cmx_ascend_kernels PUBLIC cmx)
-  target_compile_definitions(cmx_ascend_kernels PUBLIC CMX_ASCEND_SIM)
+  target_link_libraries(cmx_ascend_kernels PUBLIC cmx cmx_ascend_sim)
   if(COMMAND cmx_project_options)  # the tests' warnings and sanitizers: the kernels run in it
     cmx_project_options(cmx_ascend_kernels)
   endif()

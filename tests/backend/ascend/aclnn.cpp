@@ -22,7 +22,7 @@
 //
 // NOTES: doctest's assertions run on the test's own thread only: bodies inside Machine::run
 // record what they see, and the checks come after run returns.
-#include "cmx/backend/ascend/shim/aclnn.hpp"
+#include "sim/ascend/shim/aclnn.hpp"
 
 #include <doctest/doctest.h>
 
@@ -42,12 +42,12 @@
 #include "cmx/attention/mla_decode.hpp"
 #include "cmx/backend/ascend/gemm.hpp"
 #include "cmx/backend/ascend/mla.hpp"
-#include "cmx/backend/ascend/shim/acl.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/ep/layout.hpp"
 #include "cmx/reference/gemm.hpp"
 #include "cmx/reference/mla.hpp"
+#include "sim/ascend/machine.hpp"
+#include "sim/ascend/shim/acl.hpp"
 #include "sim_harness.hpp"
 
 using cmx::bf16;

@@ -17,10 +17,10 @@
 #include <thread>
 #include <vector>
 
-#include "cmx/backend/ascend/shim/acl.hpp"
-#include "cmx/backend/ascend/shim/aclshmem.hpp"
-#include "cmx/backend/ascend/shim/kernel_operator.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
+#include "sim/ascend/machine.hpp"
+#include "sim/ascend/shim/acl.hpp"
+#include "sim/ascend/shim/aclshmem.hpp"
+#include "sim/ascend/shim/kernel_operator.hpp"
 #include "sim_harness.hpp"
 
 using cmx::ErrorCode;

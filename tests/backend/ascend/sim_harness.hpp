@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "cmx/backend/ascend/shim/acl.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/error.hpp"
+#include "sim/ascend/machine.hpp"
+#include "sim/ascend/shim/acl.hpp"
 
 namespace cmx::test {
 

@@ -20,11 +20,11 @@
 #include <utility>
 #include <vector>
 
-#include "cmx/backend/ascend/shim/aclshmem.hpp"
-#include "cmx/backend/ascend/shim/kernel_operator.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/quantize.hpp"
+#include "sim/ascend/machine.hpp"
+#include "sim/ascend/shim/aclshmem.hpp"
+#include "sim/ascend/shim/kernel_operator.hpp"
 #include "sim_harness.hpp"
 
 using AscendC::HardEvent;

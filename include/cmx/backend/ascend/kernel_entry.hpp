@@ -17,8 +17,8 @@ namespace cmx::ascend::detail {
 template <class Kernel>
 struct KernelEntry {
   static_assert(sizeof(Kernel) == 0,
-                "no AIV entry for this kernel type: add it to CMX_ASCEND_KERNELS "
-                "(cmx/backend/ascend/kernels.hpp)");
+                "no AIV entry for this kernel type: add it to its family's device kernels "
+                "(e.g. CMX_EP_DEVICE_KERNELS in cmx/ep/device_kernels.hpp)");
 };
 
 template <class Kernel>
@@ -26,11 +26,14 @@ void run_kernel(GM_ADDR kernel_object);
 
 }  // namespace cmx::ascend::detail
 
-#if defined(CMX_ASCEND_SIM)
-#define CMX_ASCEND_AIV_ONLY()
-#else
 /// Tells the toolkit the kernel runs on the vector cores only (no cube, no mix).
 #define CMX_ASCEND_AIV_ONLY() KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_AIV_ONLY)
+
+#ifndef CMX_ASCEND_TOOLKIT_LAUNCHER
+/// With the CANN toolkit, ascendc_library generates the host launcher of every entry
+/// (aclrtlaunch_<name>); a toolkit that does not (the clean-room simulation) defines this macro
+/// to define it beside the entry.
+#define CMX_ASCEND_TOOLKIT_LAUNCHER(name)
 #endif
 
 /// Kernel translation unit: defines the AIV entry `name`, which runs a copy of the kernel
@@ -39,20 +42,9 @@ void run_kernel(GM_ADDR kernel_object);
   extern "C" __global__ __aicore__ void name(GM_ADDR kernel_object) { \
     CMX_ASCEND_AIV_ONLY();                                            \
     ::cmx::ascend::detail::run_kernel<__VA_ARGS__>(kernel_object);    \
-  }
+  }                                                                   \
+  CMX_ASCEND_TOOLKIT_LAUNCHER(name)
 
-#if defined(CMX_ASCEND_SIM)
-/// Host: declares the entry `name` of kernel type `...` and how to launch it on `blocks` cores
-/// (the simulation runs the entry function itself, one thread per core, synchronously).
-#define CMX_ASCEND_DECLARE_ENTRY(name, ...)                                 \
-  extern "C" void name(GM_ADDR kernel_object);                              \
-  template <>                                                               \
-  struct cmx::ascend::detail::KernelEntry<__VA_ARGS__> {                    \
-    static void launch(std::uint32_t blocks, aclrtStream, GM_ADDR object) { \
-      ::cmx::ascend_sim::launch(blocks, &name, object);                     \
-    }                                                                       \
-  };
-#else
 /// Host: declares the launcher that ascendc_library generates for the entry `name`
 /// (aclrtlaunch_<name>, the kernel's GM arguments as void*) and launches it on `stream`.
 #define CMX_ASCEND_DECLARE_ENTRY(name, ...)                                               \
@@ -67,4 +59,3 @@ void run_kernel(GM_ADDR kernel_object);
                                "the launch of " #name);                                   \
     }                                                                                     \
   };
-#endif

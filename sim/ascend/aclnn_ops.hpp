@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/bf16.hpp"
+#include "sim/ascend/machine.hpp"
 
 namespace cmx::ascend_sim {
 

@@ -20,8 +20,8 @@
 #include <utility>
 #include <vector>
 
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/error.hpp"
+#include "sim/ascend/machine.hpp"
 
 namespace cmx::ascend_sim {
 namespace detail {

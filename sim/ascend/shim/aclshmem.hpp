@@ -25,10 +25,10 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "cmx/backend/ascend/shim/kernel_operator.hpp"
-#include "cmx/backend/ascend/sim/core.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/error.hpp"
+#include "sim/ascend/core.hpp"
+#include "sim/ascend/machine.hpp"
+#include "sim/ascend/shim/kernel_operator.hpp"
 
 /// Signal operations of aclshmemx_signal_op.
 enum : int {

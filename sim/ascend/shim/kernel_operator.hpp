@@ -19,9 +19,9 @@
 #include <cstring>
 #include <type_traits>
 
-#include "cmx/backend/ascend/sim/core.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
 #include "cmx/core/error.hpp"
+#include "sim/ascend/core.hpp"
+#include "sim/ascend/machine.hpp"
 
 // Function and address-space qualifiers of the AscendC language: nothing on the CPU.
 #ifndef __aicore__
@@ -594,4 +594,4 @@ __aicore__ inline void SyncAll() {
 
 // The vector unit (Cast, Abs, Muls, ReduceMax, ...), in its own file; included here so that
 // the shim stays one include, as kernel_operator.h is.
-#include "cmx/backend/ascend/shim/vector_ops.hpp"
+#include "sim/ascend/shim/vector_ops.hpp"

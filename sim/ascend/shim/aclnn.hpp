@@ -42,9 +42,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "cmx/backend/ascend/shim/acl.hpp"
-#include "cmx/backend/ascend/sim/aclnn_ops.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
+#include "sim/ascend/aclnn_ops.hpp"
+#include "sim/ascend/machine.hpp"
+#include "sim/ascend/shim/acl.hpp"
 
 /// The status every aclnn call returns: 0 on success.
 typedef int aclnnStatus;

@@ -26,8 +26,8 @@
 #include <cstring>
 #include <memory>
 
-#include "cmx/backend/ascend/sim/core.hpp"
-#include "cmx/backend/ascend/sim/machine.hpp"
+#include "sim/ascend/core.hpp"
+#include "sim/ascend/machine.hpp"
 
 /// An ACL return code: 0 on success.
 typedef int aclError;

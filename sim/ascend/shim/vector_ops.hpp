@@ -45,10 +45,10 @@
 #include <utility>
 #include <vector>
 
-#include "cmx/backend/ascend/shim/kernel_operator.hpp"
-#include "cmx/backend/ascend/sim/core.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/error.hpp"
+#include "sim/ascend/core.hpp"
+#include "sim/ascend/shim/kernel_operator.hpp"
 
 namespace cmx::ascend_sim {
 
