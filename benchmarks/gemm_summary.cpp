@@ -9,7 +9,7 @@
 #include <string>
 #include <thread>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "gemm_bench.hpp"
 
 namespace cmx::bench {

@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 
 #if CMX_CPU_X86_64
 #include <immintrin.h>

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 
 namespace cmx::bench {
 namespace {

@@ -29,12 +29,29 @@ struct Block {
   LocalArena& local;  ///< this block's bounded local memory, empty at the start of the block
 };
 
-/// What a timed-out wait reports: "<what> waited for rank <peer_rank> (flag <index>)".
+/// What a timed-out wait reports (detail::wait_timeout_message): "<what> waited for rank
+/// <peer_rank> (flag <index>)", with the expected and the observed sequence.
 struct WaitSite {
   const char* what;  ///< the waiting call, e.g. "dispatch"
   int peer_rank;     ///< the rank expected to signal
   int index;         ///< which of that rank's flags (e.g. the local expert), -1 if none
 };
+
+namespace detail {
+
+/// What every backend's timed-out wait says, so that the message reads the same on every
+/// machine: "rank <rank>: <what> waited for rank <peer> (flag <index>), which never signalled:
+/// expected sequence <expected>, flag holds <observed>".
+inline std::string wait_timeout_message(int rank, const WaitSite& site, std::uint64_t expected,
+                                        std::uint64_t observed) {
+  std::string text = "rank " + std::to_string(rank) + ": " + site.what + " waited for rank " +
+                     std::to_string(site.peer_rank);
+  if (site.index >= 0) text += " (flag " + std::to_string(site.index) + ")";
+  return text + ", which never signalled: expected sequence " + std::to_string(expected) +
+         ", flag holds " + std::to_string(observed);
+}
+
+}  // namespace detail
 
 /// The body of a launch: called once per block, possibly concurrently.
 using BlockBody = std::function<void(Block&)>;

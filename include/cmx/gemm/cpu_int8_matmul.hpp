@@ -15,7 +15,7 @@
 #include <tuple>
 #include <vector>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/int8_matmul.hpp"
 #include "cmx/gemm/microkernel/amx.hpp"

@@ -29,7 +29,7 @@
 
 #include "cmx/attention/microkernel/avx512.hpp"
 #include "cmx/attention/microkernel/compare.hpp"
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/bf16_attention.hpp"
 

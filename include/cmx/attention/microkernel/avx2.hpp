@@ -17,7 +17,7 @@
 #include <cstring>
 #include <limits>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/bf16_attention.hpp"
 
 #if CMX_CPU_X86_64

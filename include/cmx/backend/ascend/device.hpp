@@ -68,8 +68,9 @@ inline constexpr std::size_t kScratchBytes =
 
 /// What AwaitFlag leaves for the host.
 struct AwaitResult {
-  std::int32_t arrived;  // 1: the flag reached the sequence; 0: the timeout passed first
-  std::int32_t payload;  // the flag's payload, if it arrived
+  std::int32_t arrived;   // 1: the flag reached the sequence; 0: the timeout passed first
+  std::int32_t payload;   // the flag's payload, if it arrived
+  std::int32_t observed;  // the flag's sequence at the last look
 };
 
 /// What an NPU's host keeps for its Device: owned by cmx::ascend::World, never touched by a
@@ -453,19 +454,22 @@ struct AwaitFlag {
     slot.SetGlobalBuffer(reinterpret_cast<__gm__ std::int32_t*>(flag),
                          kFlagBytes / sizeof(std::int32_t));
     const std::int64_t start = AscendC::GetSystemCycle();
-    AwaitResult seen{0, 0};
+    AwaitResult seen{0, 0, 0};
     for (;;) {
       AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(slot);
-      if (slot.GetValue(0) >= sequence) {  // FlagSlot::sequence; the payload is in the same line
-        seen = {1, slot.GetValue(1)};
+      seen.observed = slot.GetValue(0);  // the sequence; the payload is in the same line
+      if (seen.observed >= sequence) {
+        seen.arrived = 1;
+        seen.payload = slot.GetValue(1);
         break;
       }
       if (AscendC::GetSystemCycle() - start > timeout_cycles) break;
     }
     AscendC::GlobalTensor<std::int32_t> out;
-    out.SetGlobalBuffer(reinterpret_cast<__gm__ std::int32_t*>(result), 2);
+    out.SetGlobalBuffer(reinterpret_cast<__gm__ std::int32_t*>(result), 3);
     out.SetValue(0, seen.arrived);
     out.SetValue(1, seen.payload);
+    out.SetValue(2, seen.observed);
     AscendC::DataCacheCleanAndInvalid<std::int32_t, AscendC::CacheLine::SINGLE_CACHE_LINE>(out);
   }
 };
@@ -557,11 +561,11 @@ inline std::int64_t Device::wait(const Symmetric& sym, std::size_t offset, std::
                         ACL_MEMCPY_DEVICE_TO_HOST),
             "aclrtMemcpy of the flag's payload", "ascend::Device::wait");
   if (result.arrived != 1)
-    cmx::detail::fail(ErrorCode::timeout, "rank ", rank_, ": ", site.what, " waited for rank ",
-                      site.peer_rank,
-                      site.index >= 0 ? " (flag " + std::to_string(site.index) + ")" : "",
-                      " longer than the timeout of ",
-                      host_->timeout_cycles / detail::kCyclesPerMillisecond, " ms");
+    cmx::detail::fail(ErrorCode::timeout,
+                      cmx::detail::wait_timeout_message(
+                          rank_, site, sequence, static_cast<std::uint64_t>(result.observed)),
+                      " (timed out after ", host_->timeout_cycles / detail::kCyclesPerMillisecond,
+                      " ms)");
   return result.payload;
 }
 

@@ -15,8 +15,8 @@
 #include <cstring>
 #include <span>
 
+#include "cmx/backend/cpu/device_base.hpp"
 #include "cmx/backend/mpi/world_state.hpp"
-#include "cmx/backend/tbb/cpu_device.hpp"
 #include "cmx/core/local_arena.hpp"
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
@@ -27,8 +27,8 @@ namespace cmx::mpi_backend {
 /// This process's rank of a World, as the kernels see it. Cheap to copy; valid while its World
 /// lives. Its members implement cmx::Device: their contracts are documented in
 /// cmx/device/device.hpp (the row operations, staging and local memory come from
-/// tbb_backend::detail::CpuDevice, shared with the TBB backend).
-class Device : public tbb_backend::detail::CpuDevice {
+/// cpu::DeviceBase, shared with the TBB backend).
+class Device : public cpu::DeviceBase<Device> {
  public:
   /// A symmetric allocation: its windows, and the parts this process maps.
   struct Symmetric {
@@ -51,16 +51,6 @@ class Device : public tbb_backend::detail::CpuDevice {
   }
 
   std::byte* local(const Symmetric& sym) const noexcept { return part(sym, rank()); }
-
-  void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> source) {
-    check_access(sym, rank(), offset, source.size(), "write_local", false);
-    if (!source.empty()) std::memcpy(local(sym) + offset, source.data(), source.size());
-  }
-
-  void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
-    check_access(sym, rank(), offset, out.size(), "read_local", false);
-    if (!out.empty()) std::memcpy(out.data(), local(sym) + offset, out.size());
-  }
 
   /// A plain (or streaming) store into a mapped peer's part; MPI_Put to any other.
   void put(const Symmetric& sym, int dst_rank, std::size_t offset,
@@ -107,23 +97,9 @@ class Device : public tbb_backend::detail::CpuDevice {
     run_blocks(world_->arena(), num_blocks, body);
   }
 
-  /// A copy of this device whose bf16 attention tiles run tier `isa`. Throws
-  /// cmx::Error(invalid_argument) if this CPU cannot run it.
-  Device with_bf16_isa(cpu::Isa isa) const {
-    Device copy = *this;
-    copy.use_bf16_isa(isa);
-    return copy;
-  }
-
-  /// A copy of this device whose int8 tile products run tier `isa`. Throws
-  /// cmx::Error(invalid_argument) if this CPU cannot run it.
-  Device with_int8_isa(cpu::Isa isa) const {
-    Device copy = *this;
-    copy.use_int8_isa(isa);
-    return copy;
-  }
-
  private:
+  friend class cpu::DeviceBase<Device>;  // check_access
+
   // `rank`'s part if this process maps it, else null.
   static std::byte* part(const Symmetric& sym, int rank) noexcept {
     return sym.window->parts[static_cast<std::size_t>(rank)];
@@ -131,8 +107,8 @@ class Device : public tbb_backend::detail::CpuDevice {
 
   void check_access(const Symmetric& sym, int rank, std::size_t offset, std::size_t bytes,
                     const char* what, bool dma_granularity = true) const {
-    CpuDevice::check_access(sym.window != nullptr, sym.bytes, world_size(), rank, offset, bytes,
-                            what, dma_granularity);
+    check_part(sym.window != nullptr, sym.bytes, world_size(), rank, offset, bytes, what,
+               dma_granularity);
   }
 
   detail::WorldState* world_;

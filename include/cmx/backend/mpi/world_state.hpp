@@ -36,10 +36,10 @@
 #include <string>
 #include <vector>
 
+#include "cmx/backend/cpu/flag.hpp"
+#include "cmx/backend/cpu/wait.hpp"
 #include "cmx/backend/mpi/error.hpp"
 #include "cmx/backend/mpi/put_staging.hpp"
-#include "cmx/backend/tbb/flag.hpp"
-#include "cmx/backend/tbb/wait.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/core/local_arena.hpp"
 #include "cmx/device/device.hpp"
@@ -73,8 +73,8 @@ inline std::ostream& operator<<(std::ostream& out, IntraNode intra_node) {
 
 namespace detail {
 
-using tbb_backend::detail::FlagSlot;
-using tbb_backend::detail::Wakeup;
+using cpu::detail::FlagSlot;
+using cpu::detail::Wakeup;
 
 /// One symmetric allocation, as this process sees it.
 struct SymmetricWindow {
@@ -483,7 +483,7 @@ class WorldState {
   template <class Describe>
   void complete(MPI_Request& request, Describe&& describe) {
     int done = 0;
-    tbb_backend::detail::wait_until(
+    cpu::detail::wait_until(
         [&] {
           check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "rank ", rank_, ": MPI_Test");
           return done != 0;

@@ -12,10 +12,10 @@
 #include <cstring>
 #include <span>
 
-#include "cmx/backend/tbb/cpu_device.hpp"
-#include "cmx/backend/tbb/flag.hpp"
+#include "cmx/backend/cpu/device_base.hpp"
+#include "cmx/backend/cpu/flag.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "cmx/backend/tbb/world_state.hpp"
-#include "cmx/core/cpu_isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
@@ -25,8 +25,8 @@ namespace cmx::tbb_backend {
 
 /// One rank of a World, as the kernels see it. Cheap to copy; valid while its World lives. Its
 /// members implement cmx::Device: their contracts are documented in cmx/device/device.hpp (the
-/// row operations, staging and local memory come from detail::CpuDevice).
-class Device : public detail::CpuDevice {
+/// row operations, staging, local memory and the host copies come from cpu::DeviceBase).
+class Device : public cpu::DeviceBase<Device> {
  public:
   /// A symmetric allocation: the table of every rank's part.
   struct Symmetric {
@@ -45,16 +45,6 @@ class Device : public detail::CpuDevice {
   }
 
   std::byte* local(const Symmetric& sym) const noexcept { return part(sym, rank_); }
-
-  void write_local(const Symmetric& sym, std::size_t offset, std::span<const std::byte> source) {
-    check_access(sym, rank_, offset, source.size(), "write_local", false);
-    if (!source.empty()) std::memcpy(local(sym) + offset, source.data(), source.size());
-  }
-
-  void read_local(const Symmetric& sym, std::size_t offset, std::span<std::byte> out) const {
-    check_access(sym, rank_, offset, out.size(), "read_local", false);
-    if (!out.empty()) std::memcpy(out.data(), local(sym) + offset, out.size());
-  }
 
   void put(const Symmetric& sym, int dst_rank, std::size_t offset,
            std::span<const std::byte> source) {
@@ -93,35 +83,22 @@ class Device : public detail::CpuDevice {
     run_blocks(world_->arena(rank_), num_blocks, body);
   }
 
-  /// A copy of this device whose bf16 attention tiles run tier `isa` (tests and benchmarks run
-  /// every tier this CPU has). Throws cmx::Error(invalid_argument) if this CPU cannot run it.
-  Device with_bf16_isa(cpu::Isa isa) const {
-    Device copy = *this;
-    copy.use_bf16_isa(isa);
-    return copy;
-  }
-
-  /// A copy of this device whose int8 tile products run tier `isa` (tests and benchmarks run
-  /// every tier this CPU has). Throws cmx::Error(invalid_argument) if this CPU cannot run it.
-  Device with_int8_isa(cpu::Isa isa) const {
-    Device copy = *this;
-    copy.use_int8_isa(isa);
-    return copy;
-  }
-
  private:
+  friend class cpu::DeviceBase<Device>;  // check_access
+
   static std::byte* part(const Symmetric& sym, int rank) noexcept {
     return sym.allocation->parts[static_cast<std::size_t>(rank)];
   }
 
-  static detail::FlagSlot flag_at(const Symmetric& sym, int rank, std::size_t offset) noexcept {
-    return {part(sym, rank) + offset, detail::Wakeup::process_futex};
+  static cpu::detail::FlagSlot flag_at(const Symmetric& sym, int rank,
+                                       std::size_t offset) noexcept {
+    return {part(sym, rank) + offset, cpu::detail::Wakeup::process_futex};
   }
 
   void check_access(const Symmetric& sym, int rank, std::size_t offset, std::size_t bytes,
                     const char* what, bool dma_granularity = true) const {
-    CpuDevice::check_access(sym.allocation != nullptr, sym.bytes, world_size(), rank, offset, bytes,
-                            what, dma_granularity);
+    check_part(sym.allocation != nullptr, sym.bytes, world_size(), rank, offset, bytes, what,
+               dma_granularity);
   }
 
   detail::WorldState* world_;

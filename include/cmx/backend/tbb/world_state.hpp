@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "cmx/backend/tbb/wait.hpp"
+#include "cmx/backend/cpu/wait.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/device.hpp"
 
@@ -129,13 +129,14 @@ class WorldState {
     RankState& state = ranks_[static_cast<std::size_t>(rank)];
     const std::uint64_t generation = ++state.barrier_generation;
     state.arrived_generation.store(generation, std::memory_order_relaxed);
-    const WakeSite released{&barrier_released_, &barrier_sleepers_};
+    const cpu::detail::WakeSite released{&barrier_released_, &barrier_sleepers_};
     if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) + 1 == num_ranks_) {
       barrier_count_.store(0, std::memory_order_relaxed);
-      store_and_wake(released, generation);  // seq_cst: releases what every rank wrote before
+      cpu::detail::store_and_wake(released,
+                                  generation);  // seq_cst: releases what every rank wrote before
       return;
     }
-    detail::wait_until(
+    cpu::detail::wait_until(
         [&] {
           return std::atomic_ref<std::uint64_t>(barrier_released_)
                      .load(std::memory_order_acquire) >= generation;

@@ -31,7 +31,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/int8_matmul.hpp"
 #include "cmx/gemm/microkernel/avx512.hpp"
 #include "cmx/gemm/panel_layout.hpp"

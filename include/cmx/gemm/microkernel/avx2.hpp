@@ -21,7 +21,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "cmx/core/cpu_isa.hpp"
+#include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/int8_matmul.hpp"
 #include "cmx/gemm/panel_layout.hpp"
 
