@@ -15,9 +15,9 @@
 #include "../gemm/gemm_harness.hpp"
 #include "cmx/device/device.hpp"
 #include "cmx/device/int8_matmul.hpp"
+#include "cmx/device/int8_matmul_portable.hpp"
+#include "cmx/device/int8_panel_layout.hpp"
 #include "cmx/gemm/gemm.hpp"
-#include "cmx/gemm/microkernel/scalar.hpp"
-#include "cmx/gemm/panel_layout.hpp"
 
 namespace {
 
@@ -132,14 +132,14 @@ static_assert(!cmx::Device<NotADevice>);
 // tile product and the CPU panel layout.
 class MinimalMatmulDevice : public MinimalDevice {
  public:
-  static constexpr int kInt8PanelColumns = cmx::gemm::panel::kColumns;
-  std::size_t int8_panel_bytes(int k) const { return cmx::gemm::panel::bytes(k); }
-  std::string_view int8_panel_format() const { return cmx::gemm::panel::kFormat; }
+  static constexpr int kInt8PanelColumns = cmx::int8_panel::kColumns;
+  std::size_t int8_panel_bytes(int k) const { return cmx::int8_panel::bytes(k); }
+  std::string_view int8_panel_format() const { return cmx::int8_panel::kFormat; }
   void pack_int8_panel(std::span<const std::int8_t> rows, int k, std::span<std::byte> panel) {
-    cmx::gemm::panel::pack(rows, k, panel);
+    cmx::int8_panel::pack(rows, k, panel);
   }
   void int8_tile_product(const cmx::Int8TileProduct& product) {
-    cmx::gemm::microkernel::scalar::tile_product(product);
+    cmx::portable::int8_tile_product(product);
   }
 };
 

@@ -42,10 +42,10 @@
 
 #include "cmx/attention/decode_plan.hpp"
 #include "cmx/attention/kv_cache.hpp"
-#include "cmx/attention/microkernel/scalar.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/bf16_attention.hpp"
+#include "cmx/device/bf16_attention_portable.hpp"
 #include "cmx/device/device.hpp"
 
 namespace cmx::attention {
@@ -125,21 +125,21 @@ void scores(Dev& device, const Bf16ScoresTile& tile) {
   if constexpr (Bf16AttentionDevice<Dev>)
     device.bf16_scores(tile);
   else
-    microkernel::scalar::scores(tile);
+    portable::bf16_scores(tile);
 }
 template <Device Dev>
 void exp_scores(Dev& device, const Bf16ExpTile& tile) {
   if constexpr (Bf16AttentionDevice<Dev>)
     device.bf16_exp_scores(tile);
   else
-    microkernel::scalar::exp_scores(tile);
+    portable::bf16_exp_scores(tile);
 }
 template <Device Dev>
 void accumulate_values(Dev& device, const Bf16ValuesTile& tile) {
   if constexpr (Bf16AttentionDevice<Dev>)
     device.bf16_accumulate_values(tile);
   else
-    microkernel::scalar::accumulate_values(tile);
+    portable::bf16_accumulate_values(tile);
 }
 
 /// What a work item keeps in local memory, taken in the order DecodeTiles::local_bytes counts.

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // cmx::Bf16AttentionDevice: the bf16 tile operations of attention a backend may supply (QK^T,
 // the softmax exponentials, PV), and the tiles they work on. A device without them runs the
-// attention kernels on the portable scalar operations (cmx/attention/microkernel/scalar.hpp).
+// attention kernels on the portable scalar operations (cmx/device/bf16_attention_portable.hpp).
 #pragma once
 
 #include <concepts>

@@ -4,7 +4,6 @@
 #pragma once
 
 #include "cmx/device/int8_matmul.hpp"
-#include "cmx/gemm/cpu_int8_matmul.hpp"
 #include "cmx/gemm/dense.hpp"
 #include "cmx/gemm/epilogue.hpp"
 #include "cmx/gemm/expert_ffn.hpp"

@@ -17,7 +17,8 @@
 #include <span>
 #include <string_view>
 
-#include "cmx/attention/microkernel/cpu.hpp"
+#include "cmx/backend/cpu/bf16_attention.hpp"
+#include "cmx/backend/cpu/int8_matmul.hpp"
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/backend/cpu/row_ops.hpp"
 #include "cmx/backend/cpu/streaming_copy.hpp"
@@ -28,7 +29,6 @@
 #include "cmx/device/bf16_attention.hpp"
 #include "cmx/device/device.hpp"
 #include "cmx/device/int8_matmul.hpp"
-#include "cmx/gemm/cpu_int8_matmul.hpp"
 
 namespace cmx::cpu {
 namespace detail {
@@ -139,7 +139,7 @@ class DeviceBase {
   /// every tier this CPU has). Throws cmx::Error(invalid_argument) if this CPU cannot run it.
   Derived with_bf16_isa(Isa isa) const {
     Derived copy = self();
-    copy.bf16_ = attention::CpuBf16Microkernels(isa);
+    copy.bf16_ = Bf16Attention(isa);
     return copy;
   }
 
@@ -148,12 +148,12 @@ class DeviceBase {
   /// cmx::Error(state) if its self-check fails.
   Derived with_int8_isa(Isa isa) const {
     Derived copy = self();
-    copy.int8_ = gemm::CpuInt8Matmul(isa);
+    copy.int8_ = Int8Matmul(isa);
     return copy;
   }
 
   // bf16 attention tiles (cmx::Bf16AttentionDevice): the CPU micro-kernels of
-  // cmx/attention/microkernel/cpu.hpp, at the process's tier unless with_bf16_isa says.
+  // cmx/backend/cpu/bf16_attention.hpp, at the process's tier unless with_bf16_isa says.
 
   /// The tier this device's bf16 attention tiles run.
   Isa bf16_isa() const { return bf16_.isa(); }
@@ -162,9 +162,9 @@ class DeviceBase {
   void bf16_accumulate_values(const Bf16ValuesTile& tile) const { bf16_.accumulate_values(tile); }
 
   // The int8 tile product (cmx::Int8MatmulDevice): the CPU micro-kernels of
-  // cmx/gemm/cpu_int8_matmul.hpp, at the process's tier unless with_int8_isa says.
+  // cmx/backend/cpu/int8_matmul.hpp, at the process's tier unless with_int8_isa says.
 
-  static constexpr int kInt8PanelColumns = gemm::CpuInt8Matmul::kPanelColumns;
+  static constexpr int kInt8PanelColumns = Int8Matmul::kPanelColumns;
   /// The tier this device's int8 tile products run.
   Isa int8_isa() const { return int8_.isa(); }
   std::size_t int8_panel_bytes(int k) const noexcept { return int8_.panel_bytes(k); }
@@ -253,8 +253,8 @@ class DeviceBase {
     fence_puts();  // before the launch's join, which the rank's next signal publishes
   }
 
-  attention::CpuBf16Microkernels bf16_;
-  gemm::CpuInt8Matmul int8_;
+  Bf16Attention bf16_;
+  Int8Matmul int8_;
 };
 
 }  // namespace cmx::cpu

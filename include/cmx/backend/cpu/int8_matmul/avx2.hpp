@@ -23,14 +23,14 @@
 
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/int8_matmul.hpp"
-#include "cmx/gemm/panel_layout.hpp"
+#include "cmx/device/int8_panel_layout.hpp"
 
 #if CMX_CPU_X86_64
 #include <immintrin.h>
 
 #define CMX_TARGET_AVX2 __attribute__((target("avx2")))
 
-namespace cmx::gemm::microkernel::avx2 {
+namespace cmx::cpu::int8_matmul::avx2 {
 
 /// Rows of A per register block (of one panel: 4 ymm accumulators per row). tile_product runs
 /// a remainder row with a block of one row.
@@ -39,25 +39,25 @@ inline constexpr int kRows = 2;
 namespace detail {
 
 /// Column groups of 4 per panel, one ymm accumulator each.
-inline constexpr int kColumnGroups = panel::kColumns / 4;
+inline constexpr int kColumnGroups = int8_panel::kColumns / 4;
 
 template <int Rows>
 CMX_TARGET_AVX2 void block(const std::int8_t* const* a_rows, const std::byte* panel, int first_quad,
                            int end_quad, std::int32_t* acc, std::size_t acc_stride,
                            Accumulate mode) noexcept {
-  const __m256i offset = _mm256_set1_epi16(panel::kCodeOffset);
+  const __m256i offset = _mm256_set1_epi16(int8_panel::kCodeOffset);
   __m256i partial[Rows][kColumnGroups];
 #pragma GCC unroll 8
   for (int r = 0; r < Rows; ++r)
 #pragma GCC unroll 8
     for (int j = 0; j < kColumnGroups; ++j) partial[r][j] = _mm256_setzero_si256();
-  const std::byte* b = panel + panel::quad_offset(first_quad);
-  for (int q = first_quad; q < end_quad; ++q, b += panel::kQuadRowBytes) {
+  const std::byte* b = panel + int8_panel::quad_offset(first_quad);
+  for (int q = first_quad; q < end_quad; ++q, b += int8_panel::kQuadRowBytes) {
     __m256i a_pairs[Rows];  // row r's 4 codes as int16, repeated for the 4 columns
 #pragma GCC unroll 8
     for (int r = 0; r < Rows; ++r) {
       std::int32_t a_quad;
-      std::memcpy(&a_quad, a_rows[r] + q * panel::kQuadDepth, sizeof(a_quad));
+      std::memcpy(&a_quad, a_rows[r] + q * int8_panel::kQuadDepth, sizeof(a_quad));
       a_pairs[r] = _mm256_broadcastq_epi64(_mm_cvtepi8_epi16(_mm_cvtsi32_si128(a_quad)));
     }
 #pragma GCC unroll 8
@@ -88,14 +88,14 @@ CMX_TARGET_AVX2 void block(const std::int8_t* const* a_rows, const std::byte* pa
 /// Computes `product` (see cmx::Int8TileProduct), exactly, as the file comment describes.
 CMX_TARGET_AVX2 inline void tile_product(const Int8TileProduct& product) noexcept {
   const int num_rows = static_cast<int>(product.a_rows.size());
-  const int first_quad = product.k_begin / panel::kQuadDepth;
-  const int end_quad = product.k_end / panel::kQuadDepth;
+  const int first_quad = product.k_begin / int8_panel::kQuadDepth;
+  const int end_quad = product.k_end / int8_panel::kQuadDepth;
   for (int p = 0; p < product.num_panels; ++p) {
     const std::byte* panel = product.panels + static_cast<std::size_t>(p) * product.panel_bytes;
     for (int r = 0; r < num_rows; r += kRows) {
       const std::int8_t* const* rows = product.a_rows.data() + r;
       std::int32_t* acc = product.acc + static_cast<std::size_t>(r) * product.acc_stride +
-                          static_cast<std::size_t>(p) * panel::kColumns;
+                          static_cast<std::size_t>(p) * int8_panel::kColumns;
       if (num_rows - r >= kRows)
         detail::block<kRows>(rows, panel, first_quad, end_quad, acc, product.acc_stride,
                              product.mode);
@@ -105,7 +105,7 @@ CMX_TARGET_AVX2 inline void tile_product(const Int8TileProduct& product) noexcep
   }
 }
 
-}  // namespace cmx::gemm::microkernel::avx2
+}  // namespace cmx::cpu::int8_matmul::avx2
 
 #undef CMX_TARGET_AVX2
 #endif  // CMX_CPU_X86_64

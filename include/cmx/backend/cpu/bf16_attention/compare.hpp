@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "cmx/attention/microkernel/scalar.hpp"
 #include "cmx/core/bf16.hpp"
 #include "cmx/device/bf16_attention.hpp"
+#include "cmx/device/bf16_attention_portable.hpp"
 
-namespace cmx::attention::microkernel {
+namespace cmx::cpu::bf16_attention {
 
 /// A tier's three operations.
 struct TileOperations {
@@ -63,15 +63,15 @@ inline std::string compare_with_scalar(const TileOperations& tier, int num_queri
   for (int t = 0; t < 2; ++t) {
     scores[t].assign(nk * nq, 0.0f);
     row_max[t].assign(nq, 0.0f);
-    (t == 0 ? tier.scores : scalar::scores)({.query_pairs = query_pairs,
-                                             .keys = keys.data(),
-                                             .key_stride = key_stride,
-                                             .num_queries = num_queries,
-                                             .num_keys = num_keys,
-                                             .depth = kDepth,
-                                             .visible_keys = visible,
-                                             .scores = scores[t],
-                                             .row_max = row_max[t]});
+    (t == 0 ? tier.scores : portable::bf16_scores)({.query_pairs = query_pairs,
+                                                    .keys = keys.data(),
+                                                    .key_stride = key_stride,
+                                                    .num_queries = num_queries,
+                                                    .num_keys = num_keys,
+                                                    .depth = kDepth,
+                                                    .visible_keys = visible,
+                                                    .scores = scores[t],
+                                                    .row_max = row_max[t]});
   }
   for (std::size_t i = 0; i < nq; ++i) {
     float max = -std::numeric_limits<float>::infinity();
@@ -99,13 +99,13 @@ inline std::string compare_with_scalar(const TileOperations& tier, int num_queri
   for (int t = 0; t < 2; ++t) {
     probabilities[t].assign(num_pairs * 2 * nq, bf16::from_float(-1.0f));
     row_sum[t].assign(nq, 0.0f);
-    (t == 0 ? tier.exp_scores : scalar::exp_scores)({.scores = scores[1],
-                                                     .num_queries = num_queries,
-                                                     .num_keys = num_keys,
-                                                     .scale_log2 = scale_log2,
-                                                     .shift = shift,
-                                                     .probabilities = probabilities[t],
-                                                     .row_sum = row_sum[t]});
+    (t == 0 ? tier.exp_scores : portable::bf16_exp_scores)({.scores = scores[1],
+                                                            .num_queries = num_queries,
+                                                            .num_keys = num_keys,
+                                                            .scale_log2 = scale_log2,
+                                                            .shift = shift,
+                                                            .probabilities = probabilities[t],
+                                                            .row_sum = row_sum[t]});
   }
   for (std::size_t at = 0; at < probabilities[0].size(); ++at) {
     const float got = probabilities[0][at].to_float(), expected = probabilities[1][at].to_float();
@@ -124,14 +124,14 @@ inline std::string compare_with_scalar(const TileOperations& tier, int num_queri
   std::vector<float> out[2] = {out_before, out_before};
   for (int t = 0; t < 2; ++t)
     (t == 0 ? tier.accumulate_values
-            : scalar::accumulate_values)({.probabilities = probabilities[1],
-                                          .values = values.data(),
-                                          .value_stride = key_stride,
-                                          .num_queries = num_queries,
-                                          .num_keys = num_keys,
-                                          .width = kWidth,
-                                          .rescale = rescale,
-                                          .out = out[t]});
+            : portable::bf16_accumulate_values)({.probabilities = probabilities[1],
+                                                 .values = values.data(),
+                                                 .value_stride = key_stride,
+                                                 .num_queries = num_queries,
+                                                 .num_keys = num_keys,
+                                                 .width = kWidth,
+                                                 .rescale = rescale,
+                                                 .out = out[t]});
   for (std::size_t i = 0; i < nq; ++i)
     for (std::size_t d = 0; d < kWidth; ++d) {
       float bound = std::abs(out_before[i * kWidth + d] * rescale[i]);
@@ -145,4 +145,4 @@ inline std::string compare_with_scalar(const TileOperations& tier, int num_queri
   return "";
 }
 
-}  // namespace cmx::attention::microkernel
+}  // namespace cmx::cpu::bf16_attention

@@ -5,11 +5,10 @@
 
 #include <utility>
 
-#include "mla_harness.hpp"
+#include "attention/mla_harness.hpp"
 
 namespace {
 
-namespace attention = cmx::attention;
 namespace cpu = cmx::cpu;
 
 TEST_CASE("each tier's tile operations agree with the scalar tier on ragged tiles") {
@@ -21,8 +20,8 @@ TEST_CASE("each tier's tile operations agree with the scalar tier on ragged tile
     for (const auto& [num_queries, num_keys] : shapes) {
       const int queries = num_queries, keys = num_keys;  // (clang 14 captures no bindings)
       INFO("tier ", cpu::to_string(isa), ", ", queries, " queries, ", keys, " keys");
-      const std::string mismatch = attention::microkernel::compare_with_scalar(
-          attention::tile_operations(isa), queries, keys, seed++);
+      const std::string mismatch = cpu::bf16_attention::compare_with_scalar(
+          cpu::bf16_attention::tile_operations(isa), queries, keys, seed++);
       CHECK_MESSAGE(mismatch.empty(), mismatch);
     }
   }

@@ -4,7 +4,8 @@
 //
 // For each chunk of up to kRowChunk rows of A:
 //   1. Correction: c[r] = 128 * sum of row r's codes over the depth range (VPDPBUSD of the
-//      row against bytes of 1), since the panels hold B + 128 (see panel_layout.hpp).
+//      row against bytes of 1), since the panels hold B + 128 (see
+//      cmx/device/int8_panel_layout.hpp).
 //   2. For each group of kPanels panels, for each group of kRows rows: start the accumulators
 //      at -c[r] (or at acc - c[r] when adding), then for each quad q of the depth load the
 //      panels' 64-byte rows of quad q once and, for each row, broadcast its 4 codes and
@@ -24,7 +25,7 @@
 
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/int8_matmul.hpp"
-#include "cmx/gemm/panel_layout.hpp"
+#include "cmx/device/int8_panel_layout.hpp"
 
 #if CMX_CPU_X86_64
 #include <immintrin.h>
@@ -32,7 +33,7 @@
 #define CMX_TARGET_AVX512_VNNI \
   __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512cd,avx512vnni")))
 
-namespace cmx::gemm::microkernel::avx512 {
+namespace cmx::cpu::int8_matmul::avx512 {
 
 /// The register block: rows of A x panels of B (kRows * kPanels zmm accumulators).
 inline constexpr int kRows = 6;
@@ -59,7 +60,7 @@ CMX_TARGET_AVX512_VNNI inline std::int32_t correction(const std::int8_t* a, int 
   sum = _mm512_add_epi32(sum, _mm512_mask_shuffle_epi32(sum, 0xffff, sum, _MM_PERM_BADC));
   sum = _mm512_add_epi32(sum, _mm512_mask_shuffle_epi32(sum, 0xffff, sum, _MM_PERM_CDAB));
   const std::int32_t total = _mm512_cvtsi512_si32(sum);
-  return total * panel::kCodeOffset;
+  return total * int8_panel::kCodeOffset;
 }
 
 /// The cache lines of the depth range the caller multiplies next (Int8TileProduct::next_k_end:
@@ -71,9 +72,9 @@ class NextRangeLines {
   NextRangeLines(const Int8TileProduct& product, int chunk_first_row, int chunk_rows) noexcept {
     const int next_depth = product.next_k_end - product.k_end;
     if (next_depth <= 0) return;
-    panels_ = product.panels + panel::quad_offset(product.k_end / panel::kQuadDepth);
+    panels_ = product.panels + int8_panel::quad_offset(product.k_end / int8_panel::kQuadDepth);
     panel_bytes_ = product.panel_bytes;
-    lines_per_panel_ = next_depth / panel::kQuadDepth;  // one 64-byte quad row per line
+    lines_per_panel_ = next_depth / int8_panel::kQuadDepth;  // one 64-byte quad row per line
     rows_ = product.a_rows.data() + chunk_first_row;
     row_offset_ = product.k_end;
     lines_per_row_ = next_depth / 64;  // whole lines inside the range, so inside the row
@@ -85,7 +86,7 @@ class NextRangeLines {
   const void* line(int index) const noexcept {
     if (index < panel_lines_)
       return panels_ + static_cast<std::size_t>(index / lines_per_panel_) * panel_bytes_ +
-             panel::quad_offset(index % lines_per_panel_);
+             int8_panel::quad_offset(index % lines_per_panel_);
     index -= panel_lines_;
     return rows_[index / lines_per_row_] + row_offset_ + (index % lines_per_row_) * 64;
   }
@@ -121,7 +122,7 @@ template <int Rows, int Panels>
 CMX_TARGET_AVX512_VNNI __attribute__((always_inline)) inline void quad_step(
     __m512i (&acc)[Rows][Panels], const std::int8_t* const (&a)[Rows], const std::byte* panels,
     std::size_t panel_bytes, int q) noexcept {
-  const std::byte* b = panels + panel::quad_offset(q);
+  const std::byte* b = panels + int8_panel::quad_offset(q);
   __m512i b_quad[Panels];  // [16 columns][4 codes] + 128 of each panel
 #pragma GCC unroll 16
   for (int p = 0; p < Panels; ++p)
@@ -129,7 +130,7 @@ CMX_TARGET_AVX512_VNNI __attribute__((always_inline)) inline void quad_step(
 #pragma GCC unroll 16
   for (int r = 0; r < Rows; ++r) {
     std::int32_t a_quad;  // row r's 4 codes at depth 4q
-    std::memcpy(&a_quad, a[r] + q * panel::kQuadDepth, sizeof(a_quad));
+    std::memcpy(&a_quad, a[r] + q * int8_panel::kQuadDepth, sizeof(a_quad));
     const __m512i a_broadcast = _mm512_set1_epi32(a_quad);
 #pragma GCC unroll 16
     for (int p = 0; p < Panels; ++p)
@@ -148,7 +149,7 @@ CMX_TARGET_AVX512_VNNI void block(const BlockArgs& args) noexcept {
     for (int p = 0; p < Panels; ++p)
       acc[r][p] =
           args.mode == Accumulate::add
-              ? _mm512_sub_epi32(_mm512_loadu_si512(acc_row + p * panel::kColumns), correction)
+              ? _mm512_sub_epi32(_mm512_loadu_si512(acc_row + p * int8_panel::kColumns), correction)
               : _mm512_sub_epi32(_mm512_setzero_si512(), correction);
   }
   const std::int8_t* a[Rows];
@@ -169,7 +170,7 @@ CMX_TARGET_AVX512_VNNI void block(const BlockArgs& args) noexcept {
 #pragma GCC unroll 16
     for (int p = 0; p < Panels; ++p)
       _mm512_storeu_si512(
-          args.acc + static_cast<std::size_t>(r) * args.acc_stride + p * panel::kColumns,
+          args.acc + static_cast<std::size_t>(r) * args.acc_stride + p * int8_panel::kColumns,
           acc[r][p]);
 }
 
@@ -212,10 +213,10 @@ CMX_TARGET_AVX512_VNNI inline void tile_product(const Int8TileProduct& product) 
             .corrections = corrections + r,
             .panels = product.panels + static_cast<std::size_t>(p) * product.panel_bytes,
             .panel_bytes = product.panel_bytes,
-            .first_quad = product.k_begin / panel::kQuadDepth,
-            .end_quad = product.k_end / panel::kQuadDepth,
+            .first_quad = product.k_begin / int8_panel::kQuadDepth,
+            .end_quad = product.k_end / int8_panel::kQuadDepth,
             .acc = product.acc + static_cast<std::size_t>(chunk + r) * product.acc_stride +
-                   static_cast<std::size_t>(p) * panel::kColumns,
+                   static_cast<std::size_t>(p) * int8_panel::kColumns,
             .acc_stride = product.acc_stride,
             .mode = product.mode,
             .prefetch = &next,
@@ -227,7 +228,7 @@ CMX_TARGET_AVX512_VNNI inline void tile_product(const Int8TileProduct& product) 
   }
 }
 
-}  // namespace cmx::gemm::microkernel::avx512
+}  // namespace cmx::cpu::int8_matmul::avx512
 
 #undef CMX_TARGET_AVX512_VNNI
 #endif  // CMX_CPU_X86_64

@@ -5,7 +5,7 @@
 // NOTES: written from Intel's documentation (Intel 64 and IA-32 Architectures Software
 // Developer's Manual, vol. 2: LDTILECFG, TILELOADD, TDPBSUD, TILESTORED, TILERELEASE; the
 // Optimization Reference Manual's AMX chapter) and compiled in CI, but never run by us: the
-// machines cmx is developed on have no AMX. CpuInt8Matmul therefore checks it against the
+// machines cmx is developed on have no AMX. Int8Matmul therefore checks it against the
 // scalar tier on a random problem the first time a process uses it, and raises cmx::Error
 // on any difference instead of returning a wrong result.
 //
@@ -31,10 +31,10 @@
 #include <cstring>
 #include <vector>
 
+#include "cmx/backend/cpu/int8_matmul/avx512.hpp"
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/int8_matmul.hpp"
-#include "cmx/gemm/microkernel/avx512.hpp"
-#include "cmx/gemm/panel_layout.hpp"
+#include "cmx/device/int8_panel_layout.hpp"
 
 #if CMX_CPU_X86_64
 #include <immintrin.h>
@@ -44,7 +44,7 @@
       target("amx-tile,amx-int8,avx512f,avx512bw,avx512dq,avx512vl,avx512cd," \
              "avx512vnni")))
 
-namespace cmx::gemm::microkernel::amx {
+namespace cmx::cpu::int8_matmul::amx {
 
 /// Rows and bytes of every tile this kernel configures (palette 1's maximum).
 inline constexpr int kTileRows = 16;
@@ -77,9 +77,9 @@ inline TileConfig tile_config() noexcept {
 
 /// Per-thread buffers of one call.
 struct Staging {
-  std::vector<std::int8_t> a;                              // [kRows][padded depth]
-  alignas(64) std::byte b[2][kTileRows * kTileBytes];      // a B tile near a panel's end
-  alignas(64) std::int32_t c[kRows][2 * panel::kColumns];  // the 4 accumulator tiles
+  std::vector<std::int8_t> a;                                   // [kRows][padded depth]
+  alignas(64) std::byte b[2][kTileRows * kTileBytes];           // a B tile near a panel's end
+  alignas(64) std::int32_t c[kRows][2 * int8_panel::kColumns];  // the 4 accumulator tiles
   std::int32_t corrections[kRows];
 };
 inline Staging& staging() {
@@ -98,14 +98,14 @@ inline void compiler_fence() noexcept {
 /// into `spare` (zeros past the panel) when they would run past its `panel_quads` quads.
 inline const std::byte* b_tile(const std::byte* panel, int panel_quads, int quad,
                                std::byte* spare) noexcept {
-  if (quad + kTileRows <= panel_quads) return panel + panel::quad_offset(quad);
+  if (quad + kTileRows <= panel_quads) return panel + int8_panel::quad_offset(quad);
   const int available = std::max(0, panel_quads - quad);
   if (available > 0)
-    std::memcpy(spare, panel + panel::quad_offset(quad),
-                static_cast<std::size_t>(available) * panel::kQuadRowBytes);
-  std::memset(spare + static_cast<std::size_t>(available) * panel::kQuadRowBytes,
-              panel::kCodeOffset,
-              static_cast<std::size_t>(kTileRows - available) * panel::kQuadRowBytes);
+    std::memcpy(spare, panel + int8_panel::quad_offset(quad),
+                static_cast<std::size_t>(available) * int8_panel::kQuadRowBytes);
+  std::memset(spare + static_cast<std::size_t>(available) * int8_panel::kQuadRowBytes,
+              int8_panel::kCodeOffset,
+              static_cast<std::size_t>(kTileRows - available) * int8_panel::kQuadRowBytes);
   compiler_fence();
   return spare;
 }
@@ -120,8 +120,8 @@ CMX_TARGET_AMX inline void tile_product(const Int8TileProduct& product) {
   const int padded_depth = static_cast<int>(round_up(static_cast<std::size_t>(depth), kTileBytes));
   const std::size_t a_stride = static_cast<std::size_t>(padded_depth);
   const int num_depth_tiles = padded_depth / kTileBytes;
-  const int first_quad = product.k_begin / panel::kQuadDepth;
-  const int panel_quads = static_cast<int>(product.panel_bytes / panel::kQuadRowBytes);
+  const int first_quad = product.k_begin / int8_panel::kQuadDepth;
+  const int panel_quads = static_cast<int>(product.panel_bytes / int8_panel::kQuadRowBytes);
   detail::Staging& staging = detail::staging();
   staging.a.resize(kRows * a_stride);
 
@@ -168,13 +168,13 @@ CMX_TARGET_AMX inline void tile_product(const Int8TileProduct& product) {
       }
       constexpr std::size_t kCStride = sizeof(staging.c[0]);
       _tile_stored(0, &staging.c[0][0], kCStride);
-      _tile_stored(1, &staging.c[0][panel::kColumns], kCStride);
+      _tile_stored(1, &staging.c[0][int8_panel::kColumns], kCStride);
       _tile_stored(2, &staging.c[kTileRows][0], kCStride);
-      _tile_stored(3, &staging.c[kTileRows][panel::kColumns], kCStride);
-      const int columns = (has_second ? 2 : 1) * panel::kColumns;
+      _tile_stored(3, &staging.c[kTileRows][int8_panel::kColumns], kCStride);
+      const int columns = (has_second ? 2 : 1) * int8_panel::kColumns;
       for (int r = 0; r < chunk_rows; ++r) {
         std::int32_t* acc = product.acc + static_cast<std::size_t>(chunk + r) * product.acc_stride +
-                            static_cast<std::size_t>(p) * panel::kColumns;
+                            static_cast<std::size_t>(p) * int8_panel::kColumns;
         // Unsigned arithmetic: the tile sums may have wrapped; the corrected sum is exact.
         const std::uint32_t correction = static_cast<std::uint32_t>(staging.corrections[r]);
         for (int c = 0; c < columns; ++c) {
@@ -188,7 +188,7 @@ CMX_TARGET_AMX inline void tile_product(const Int8TileProduct& product) {
   _tile_release();
 }
 
-}  // namespace cmx::gemm::microkernel::amx
+}  // namespace cmx::cpu::int8_matmul::amx
 
 #undef CMX_TARGET_AMX
 #endif  // CMX_CPU_X86_64

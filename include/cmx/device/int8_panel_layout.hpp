@@ -27,7 +27,7 @@
 
 #include "cmx/core/local_arena.hpp"
 
-namespace cmx::gemm::panel {
+namespace cmx::int8_panel {
 
 /// Output channels per panel.
 inline constexpr int kColumns = 16;
@@ -73,4 +73,4 @@ inline std::int8_t code(const std::byte* panel, int n, int d) noexcept {
   return static_cast<std::int8_t>(static_cast<std::uint8_t>(panel[at]) ^ 0x80u);
 }
 
-}  // namespace cmx::gemm::panel
+}  // namespace cmx::int8_panel

@@ -12,11 +12,11 @@
 #include "cmx/core/bf16.hpp"
 #include "cmx/device/bf16_attention.hpp"
 
-namespace cmx::attention::microkernel::scalar {
+namespace cmx::portable {
 
 /// Bf16ScoresTile, one key and one pair of depth elements at a time: for every query,
 /// acc += q[2p] * k[2p] + q[2p + 1] * k[2p + 1] (the pairs VDPBF16PS consumes), in fp32.
-inline void scores(const Bf16ScoresTile& tile) {
+inline void bf16_scores(const Bf16ScoresTile& tile) {
   const std::size_t num_queries = static_cast<std::size_t>(tile.num_queries);
   std::fill_n(tile.row_max.data(), num_queries, -std::numeric_limits<float>::infinity());
   for (int j = 0; j < tile.num_keys; ++j) {
@@ -38,7 +38,7 @@ inline void scores(const Bf16ScoresTile& tile) {
 }
 
 /// Bf16ExpTile with std::exp2.
-inline void exp_scores(const Bf16ExpTile& tile) {
+inline void bf16_exp_scores(const Bf16ExpTile& tile) {
   const std::size_t num_queries = static_cast<std::size_t>(tile.num_queries);
   std::fill_n(tile.row_sum.data(), num_queries, 0.0f);
   const int num_pairs = (tile.num_keys + 1) / 2;
@@ -59,7 +59,7 @@ inline void exp_scores(const Bf16ExpTile& tile) {
 }
 
 /// Bf16ValuesTile, one key at a time: out[i][d] += p[i][j] * v[j][d] in fp32 after the rescale.
-inline void accumulate_values(const Bf16ValuesTile& tile) {
+inline void bf16_accumulate_values(const Bf16ValuesTile& tile) {
   const std::size_t num_queries = static_cast<std::size_t>(tile.num_queries);
   const std::size_t width = static_cast<std::size_t>(tile.width);
   for (std::size_t i = 0; i < num_queries; ++i) {
@@ -75,4 +75,4 @@ inline void accumulate_values(const Bf16ValuesTile& tile) {
   }
 }
 
-}  // namespace cmx::attention::microkernel::scalar
+}  // namespace cmx::portable

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// cmx::gemm::CpuInt8Matmul: the int8 matrix capability of a CPU device (cmx::Int8MatmulDevice),
+// cmx::cpu::Int8Matmul: the int8 matrix capability of a CPU device (cmx::Int8MatmulDevice),
 // one reusable piece that every CPU backend exposes: the packed panel layout, and the tile
 // product of the instruction-set tier this process runs, chosen at run time.
 #pragma once
@@ -15,18 +15,16 @@
 #include <tuple>
 #include <vector>
 
+#include "cmx/backend/cpu/int8_matmul/amx.hpp"
+#include "cmx/backend/cpu/int8_matmul/avx2.hpp"
+#include "cmx/backend/cpu/int8_matmul/avx512.hpp"
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/int8_matmul.hpp"
-#include "cmx/gemm/microkernel/amx.hpp"
-#include "cmx/gemm/microkernel/avx2.hpp"
-#include "cmx/gemm/microkernel/avx512.hpp"
-#include "cmx/gemm/microkernel/scalar.hpp"
-#include "cmx/gemm/panel_layout.hpp"
+#include "cmx/device/int8_matmul_portable.hpp"
+#include "cmx/device/int8_panel_layout.hpp"
 
-namespace cmx::gemm {
-
-namespace detail {
+namespace cmx::cpu::int8_matmul::detail {
 
 /// A tile product of one tier.
 using TileProductFunction = void (*)(const Int8TileProduct&);
@@ -38,7 +36,7 @@ using TileProductFunction = void (*)(const Int8TileProduct&);
 /// included.
 inline void check_against_scalar(TileProductFunction candidate, const char* tier) {
   constexpr int kRows = 37, kPanels = 3, kDepth = 240;
-  constexpr int kColumns = kPanels * panel::kColumns;
+  constexpr int kColumns = kPanels * int8_panel::kColumns;
   std::mt19937 random(20240613);
   std::uniform_int_distribution<int> code(-128, 127);
   std::vector<std::int8_t> a(kRows * kDepth);     // [kRows][kDepth]
@@ -47,11 +45,13 @@ inline void check_against_scalar(TileProductFunction candidate, const char* tier
   for (std::int8_t& value : b) value = static_cast<std::int8_t>(code(random));
   a[0] = b[0] = -128;
   a[1] = b[1] = 127;
-  std::vector<std::byte> panels(kPanels * panel::bytes(kDepth));
+  std::vector<std::byte> panels(kPanels * int8_panel::bytes(kDepth));
   for (int p = 0; p < kPanels; ++p)
-    panel::pack(std::span(b).subspan(static_cast<std::size_t>(p) * panel::kColumns * kDepth,
-                                     panel::kColumns * kDepth),
-                kDepth, std::span(panels).subspan(p * panel::bytes(kDepth), panel::bytes(kDepth)));
+    int8_panel::pack(
+        std::span(b).subspan(static_cast<std::size_t>(p) * int8_panel::kColumns * kDepth,
+                             int8_panel::kColumns * kDepth),
+        kDepth,
+        std::span(panels).subspan(p * int8_panel::bytes(kDepth), int8_panel::bytes(kDepth)));
   std::vector<const std::int8_t*> rows(kRows);
   for (int r = 0; r < kRows; ++r) rows[static_cast<std::size_t>(r)] = a.data() + r * kDepth;
   std::vector<std::int32_t> expected(kRows * kColumns), got(kRows * kColumns);  // [kRows][kColumns]
@@ -60,14 +60,14 @@ inline void check_against_scalar(TileProductFunction candidate, const char* tier
         std::tuple{16, 80, Accumulate::add}, std::tuple{224, kDepth, Accumulate::add}}) {
     Int8TileProduct product{.a_rows = rows,
                             .panels = panels.data(),
-                            .panel_bytes = panel::bytes(kDepth),
+                            .panel_bytes = int8_panel::bytes(kDepth),
                             .num_panels = kPanels,
                             .k_begin = begin,
                             .k_end = end,
                             .acc = expected.data(),
                             .acc_stride = kColumns,
                             .mode = mode};
-    microkernel::scalar::tile_product(product);
+    portable::int8_tile_product(product);
     product.acc = got.data();
     candidate(product);
   }
@@ -84,18 +84,20 @@ inline TileProductFunction tile_product_of(cpu::Isa isa) {
   switch (isa) {
 #if CMX_CPU_X86_64
     case cpu::Isa::avx2:
-      return [](const Int8TileProduct& p) { microkernel::avx2::tile_product(p); };
+      return [](const Int8TileProduct& p) { int8_matmul::avx2::tile_product(p); };
     case cpu::Isa::avx512:
-      return [](const Int8TileProduct& p) { microkernel::avx512::tile_product(p); };
+      return [](const Int8TileProduct& p) { int8_matmul::avx512::tile_product(p); };
     case cpu::Isa::amx:
-      return [](const Int8TileProduct& p) { microkernel::amx::tile_product(p); };
+      return [](const Int8TileProduct& p) { int8_matmul::amx::tile_product(p); };
 #endif
     default:
-      return [](const Int8TileProduct& p) { microkernel::scalar::tile_product(p); };
+      return [](const Int8TileProduct& p) { portable::int8_tile_product(p); };
   }
 }
 
-}  // namespace detail
+}  // namespace cmx::cpu::int8_matmul::detail
+
+namespace cmx::cpu {
 
 /// The int8 matrix capability of a CPU, for a device to forward its Int8MatmulDevice members
 /// to. Cheap to copy; thread-safe.
@@ -105,30 +107,30 @@ inline TileProductFunction tile_product_of(cpu::Isa isa) {
 /// program that runs no GEMM never needs one, and logged once per process
 /// (cmx::cpu::log_isa_once). A tier the CPU lacks is a cmx::Error(invalid_argument). Every
 /// vector tier checks itself against the scalar tier on its first use in a process
-/// (detail::check_against_scalar) and raises cmx::Error(state) on a difference: the AMX tier in
-/// particular has never run on the machines cmx is developed on.
-class CpuInt8Matmul {
+/// (int8_matmul::detail::check_against_scalar) and raises cmx::Error(state) on a difference: the
+/// AMX tier in particular has never run on the machines cmx is developed on.
+class Int8Matmul {
  public:
-  static constexpr int kPanelColumns = panel::kColumns;
+  static constexpr int kPanelColumns = int8_panel::kColumns;
 
   /// The process default tier (resolved on first use).
-  CpuInt8Matmul() noexcept = default;
+  Int8Matmul() noexcept = default;
 
   /// Tier `isa`. Throws cmx::Error(invalid_argument) if this CPU cannot run it, and
   /// cmx::Error(state) if its self-check against the scalar tier fails.
-  explicit CpuInt8Matmul(cpu::Isa isa) : isa_(isa), tile_product_(checked_tile_product(isa)) {}
+  explicit Int8Matmul(cpu::Isa isa) : isa_(isa), tile_product_(checked_tile_product(isa)) {}
 
   /// The tier this object runs.
   cpu::Isa isa() const { return isa_ ? *isa_ : process_default().isa; }
 
-  /// Int8MatmulDevice::int8_panel_bytes: see cmx/gemm/panel_layout.hpp.
-  std::size_t panel_bytes(int k) const noexcept { return panel::bytes(k); }
+  /// Int8MatmulDevice::int8_panel_bytes: see cmx/device/int8_panel_layout.hpp.
+  std::size_t panel_bytes(int k) const noexcept { return int8_panel::bytes(k); }
   /// Int8MatmulDevice::int8_panel_format.
-  std::string_view panel_format() const noexcept { return panel::kFormat; }
+  std::string_view panel_format() const noexcept { return int8_panel::kFormat; }
   /// Int8MatmulDevice::pack_int8_panel: the same bytes for every tier.
   void pack_panel(std::span<const std::int8_t> rows, int k,
                   std::span<std::byte> out) const noexcept {
-    panel::pack(rows, k, out);
+    int8_panel::pack(rows, k, out);
   }
   /// Int8MatmulDevice::int8_tile_product, on this object's tier.
   void tile_product(const Int8TileProduct& product) const {
@@ -138,7 +140,7 @@ class CpuInt8Matmul {
  private:
   struct Resolved {
     cpu::Isa isa;
-    detail::TileProductFunction tile_product;
+    int8_matmul::detail::TileProductFunction tile_product;
   };
 
   // The process default, resolved, self-checked and logged once. If resolving throws, the next
@@ -155,7 +157,7 @@ class CpuInt8Matmul {
 
   // The tile product of `isa`, after checking that this CPU runs it and, on the tier's first
   // use in this process, that it agrees with the scalar tier.
-  static detail::TileProductFunction checked_tile_product(cpu::Isa isa) {
+  static int8_matmul::detail::TileProductFunction checked_tile_product(cpu::Isa isa) {
     using cpu::KernelFamily;
     (void)cpu::resolve_isa(KernelFamily::int8_matmul, isa);
     if (isa == cpu::Isa::amx) {  // the AMX tier computes its corrections with AVX-512
@@ -164,14 +166,15 @@ class CpuInt8Matmul {
       cmx::detail::require(avx512.met, ErrorCode::invalid_argument,
                            "the amx int8 micro-kernels also need ", avx512.needs);
     }
-    const detail::TileProductFunction function = detail::tile_product_of(isa);
+    const int8_matmul::detail::TileProductFunction function =
+        int8_matmul::detail::tile_product_of(isa);
     if (isa != cpu::Isa::scalar) check_once(isa, function);
     return function;
   }
 
   // Runs the self-check of tier `isa` on its first use in this process; a failure is kept and
   // raised again at every later use (a tier that failed once is never trusted).
-  static void check_once(cpu::Isa isa, detail::TileProductFunction function) {
+  static void check_once(cpu::Isa isa, int8_matmul::detail::TileProductFunction function) {
     static std::mutex mutex;
     static std::array<bool, cpu::kAllIsas.size()> checked{};
     static std::array<std::optional<Error>, cpu::kAllIsas.size()> failure;
@@ -180,7 +183,7 @@ class CpuInt8Matmul {
     if (!checked[tier]) {
       checked[tier] = true;
       try {
-        detail::check_against_scalar(function, cpu::to_string(isa));
+        int8_matmul::detail::check_against_scalar(function, cpu::to_string(isa));
       } catch (const Error& error) {
         failure[tier] = error;
       }
@@ -188,8 +191,8 @@ class CpuInt8Matmul {
     if (failure[tier]) throw *failure[tier];
   }
 
-  std::optional<cpu::Isa> isa_;                         // none: the process default
-  detail::TileProductFunction tile_product_ = nullptr;  // none: the process default
+  std::optional<cpu::Isa> isa_;                                      // none: the process default
+  int8_matmul::detail::TileProductFunction tile_product_ = nullptr;  // none: the process default
 };
 
-}  // namespace cmx::gemm
+}  // namespace cmx::cpu

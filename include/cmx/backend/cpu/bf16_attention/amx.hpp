@@ -27,8 +27,8 @@
 #include <string>
 #include <utility>
 
-#include "cmx/attention/microkernel/avx512.hpp"
-#include "cmx/attention/microkernel/compare.hpp"
+#include "cmx/backend/cpu/bf16_attention/avx512.hpp"
+#include "cmx/backend/cpu/bf16_attention/compare.hpp"
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/device/bf16_attention.hpp"
@@ -42,7 +42,7 @@
       target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16," \
              "fma")))
 
-namespace cmx::attention::microkernel::amx {
+namespace cmx::cpu::bf16_attention::amx {
 namespace detail {
 
 /// The 64-byte operand of LDTILECFG, palette 1: bytes per row and rows of each tile register.
@@ -198,6 +198,6 @@ inline void check_once() {
   (void)passed;
 }
 
-}  // namespace cmx::attention::microkernel::amx
+}  // namespace cmx::cpu::bf16_attention::amx
 
 #endif  // CMX_CPU_X86_64

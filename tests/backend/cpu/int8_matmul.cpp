@@ -2,18 +2,19 @@
 // The packed panel layout and the int8 tile product of every tier this CPU runs, against the
 // scalar reference on unpacked weights: exact int32 equality over gathered rows, panel counts
 // and depth ranges at the edges of every register block and tile.
+#include "cmx/backend/cpu/int8_matmul.hpp"
+
 #include <doctest/doctest.h>
 
 #include <random>
 #include <vector>
 
-#include "cmx/gemm/cpu_int8_matmul.hpp"
 #include "cmx/reference/gemm.hpp"
-#include "gemm_harness.hpp"
+#include "gemm/gemm_harness.hpp"
 
 namespace cpu = cmx::cpu;
-namespace gemm = cmx::gemm;
-namespace panel = cmx::gemm::panel;
+namespace int8_detail = cmx::cpu::int8_matmul::detail;
+namespace int8_panel = cmx::int8_panel;
 using cmx::test::Codes;
 
 namespace {
@@ -38,18 +39,19 @@ struct Problem {
     }
     a_storage = cmx::test::random_codes(offset, codes, random);
     for (const std::size_t start : starts) rows.push_back(a_storage.data() + start);
-    b = cmx::test::random_codes(static_cast<std::size_t>(num_panels) * panel::kColumns * k, codes,
-                                random);
-    panels.resize(static_cast<std::size_t>(num_panels) * panel::bytes(k));
+    b = cmx::test::random_codes(static_cast<std::size_t>(num_panels) * int8_panel::kColumns * k,
+                                codes, random);
+    panels.resize(static_cast<std::size_t>(num_panels) * int8_panel::bytes(k));
     for (int p = 0; p < num_panels; ++p)
-      panel::pack(std::span(b).subspan(static_cast<std::size_t>(p) * panel::kColumns * k,
-                                       static_cast<std::size_t>(panel::kColumns) * k),
-                  k, std::span(panels).subspan(p * panel::bytes(k), panel::bytes(k)));
+      int8_panel::pack(std::span(b).subspan(static_cast<std::size_t>(p) * int8_panel::kColumns * k,
+                                            static_cast<std::size_t>(int8_panel::kColumns) * k),
+                       k,
+                       std::span(panels).subspan(p * int8_panel::bytes(k), int8_panel::bytes(k)));
   }
 
   /// Sums over [k_begin, k_end) from the unpacked operands: [num_rows][num_panels * 16].
   std::vector<std::int32_t> expected(int k_begin, int k_end) const {
-    const int columns = num_panels * panel::kColumns;
+    const int columns = num_panels * int8_panel::kColumns;
     std::vector<std::int32_t> sums(static_cast<std::size_t>(num_rows) * columns);
     for (int r = 0; r < num_rows; ++r) {
       const std::vector<std::int8_t> row(rows[static_cast<std::size_t>(r)] + k_begin,
@@ -70,15 +72,15 @@ TEST_CASE("a packed panel holds every code of its 16 channels, code 0 in the dep
   std::mt19937 random(3);
   for (const int k : {16, 48, 64, 80, 208}) {
     const std::vector<std::int8_t> rows = cmx::test::random_codes(
-        panel::kColumns * static_cast<std::size_t>(k), Codes::uniform, random);
-    std::vector<std::byte> packed(panel::bytes(k));
+        int8_panel::kColumns * static_cast<std::size_t>(k), Codes::uniform, random);
+    std::vector<std::byte> packed(int8_panel::bytes(k));
     REQUIRE(packed.size() % 64 == 0);
-    REQUIRE(packed.size() >= panel::kColumns * static_cast<std::size_t>(k));
-    panel::pack(rows, k, packed);
-    const int padded = static_cast<int>(packed.size() / panel::kColumns);
-    for (int n = 0; n < panel::kColumns; ++n)
+    REQUIRE(packed.size() >= int8_panel::kColumns * static_cast<std::size_t>(k));
+    int8_panel::pack(rows, k, packed);
+    const int padded = static_cast<int>(packed.size() / int8_panel::kColumns);
+    for (int n = 0; n < int8_panel::kColumns; ++n)
       for (int d = 0; d < padded; ++d)
-        REQUIRE_MESSAGE(panel::code(packed.data(), n, d) ==
+        REQUIRE_MESSAGE(int8_panel::code(packed.data(), n, d) ==
                             (d < k ? rows[static_cast<std::size_t>(n * k + d)] : 0),
                         "k ", k, " channel ", n, " depth ", d);
   }
@@ -93,7 +95,7 @@ TEST_CASE("every tier's tile product equals the reference sums exactly, in both 
   const Shape shapes[] = {{1, 1, 16},   {2, 1, 64},   {5, 3, 80},  {6, 4, 128},   {7, 5, 208},
                           {13, 9, 112}, {32, 2, 256}, {33, 3, 48}, {129, 6, 160}, {100, 1, 16}};
   cmx::test::for_each_tier([&](cpu::Isa isa) {
-    const gemm::CpuInt8Matmul matmul(isa);
+    const cpu::Int8Matmul matmul(isa);
     std::mt19937 random(11);
     for (const Shape& shape : shapes)
       for (const Codes codes : {Codes::uniform, Codes::extreme}) {
@@ -101,12 +103,12 @@ TEST_CASE("every tier's tile product equals the reference sums exactly, in both 
         CAPTURE(shape.panels);
         CAPTURE(shape.k);
         const Problem problem(shape.rows, shape.panels, shape.k, codes, random);
-        const int columns = shape.panels * panel::kColumns;
+        const int columns = shape.panels * int8_panel::kColumns;
         const auto product = [&](int k_begin, int k_end, cmx::Accumulate mode, int next_k_end,
                                  std::vector<std::int32_t>& acc) {
           matmul.tile_product({.a_rows = problem.rows,
                                .panels = problem.panels.data(),
-                               .panel_bytes = panel::bytes(shape.k),
+                               .panel_bytes = int8_panel::bytes(shape.k),
                                .num_panels = shape.panels,
                                .k_begin = k_begin,
                                .k_end = k_end,
@@ -150,31 +152,31 @@ TEST_CASE("the largest depth keeps every tier's sums exact: all -128 against all
   const int k = cmx::kInt8MaxDepth;
   const std::vector<std::int8_t> row(static_cast<std::size_t>(k), -128);
   const std::vector<const std::int8_t*> rows = {row.data()};
-  const std::vector<std::int8_t> b(panel::kColumns * static_cast<std::size_t>(k), -128);
-  std::vector<std::byte> packed(panel::bytes(k));
-  panel::pack(b, k, packed);
+  const std::vector<std::int8_t> b(int8_panel::kColumns * static_cast<std::size_t>(k), -128);
+  std::vector<std::byte> packed(int8_panel::bytes(k));
+  int8_panel::pack(b, k, packed);
   const std::int32_t expected = 16384 * k;  // 2147221504
   cmx::test::for_each_tier([&](cpu::Isa isa) {
-    std::vector<std::int32_t> acc(panel::kColumns);
-    gemm::CpuInt8Matmul(isa).tile_product({.a_rows = rows,
-                                           .panels = packed.data(),
-                                           .panel_bytes = packed.size(),
-                                           .num_panels = 1,
-                                           .k_begin = 0,
-                                           .k_end = k,
-                                           .acc = acc.data(),
-                                           .acc_stride = panel::kColumns});
+    std::vector<std::int32_t> acc(int8_panel::kColumns);
+    cpu::Int8Matmul(isa).tile_product({.a_rows = rows,
+                                       .panels = packed.data(),
+                                       .panel_bytes = packed.size(),
+                                       .num_panels = 1,
+                                       .k_begin = 0,
+                                       .k_end = k,
+                                       .acc = acc.data(),
+                                       .acc_stride = int8_panel::kColumns});
     for (const std::int32_t sum : acc) CHECK(sum == expected);
   });
 }
 
 TEST_CASE("a tier that disagrees with the scalar tile product fails its self-check") {
   const auto off_by_one = [](const cmx::Int8TileProduct& product) {
-    gemm::microkernel::scalar::tile_product(product);
+    cmx::portable::int8_tile_product(product);
     product.acc[3] += 1;
   };
   try {
-    gemm::detail::check_against_scalar(off_by_one, "broken");
+    int8_detail::check_against_scalar(off_by_one, "broken");
     FAIL("the self-check accepted a wrong tile product");
   } catch (const cmx::Error& error) {
     CHECK(error.code() == cmx::ErrorCode::state);
@@ -183,8 +185,8 @@ TEST_CASE("a tier that disagrees with the scalar tile product fails its self-che
   }
   // Every tier this CPU runs passes it (as it does on its first use in a process).
   cmx::test::for_each_tier([](cpu::Isa isa) {
-    CHECK_NOTHROW(gemm::detail::check_against_scalar(gemm::detail::tile_product_of(isa),
-                                                     cpu::to_string(isa)));
+    CHECK_NOTHROW(
+        int8_detail::check_against_scalar(int8_detail::tile_product_of(isa), cpu::to_string(isa)));
   });
 }
 
@@ -192,9 +194,9 @@ TEST_CASE("a tier this CPU lacks is refused with what it needs, never silently r
   for (const cpu::Isa isa : cpu::kAllIsas) {
     if (cpu::runs(isa, cpu::KernelFamily::int8_matmul)) continue;
     try {
-      const gemm::CpuInt8Matmul matmul(isa);
+      const cpu::Int8Matmul matmul(isa);
       const std::string accepted = cpu::to_string(isa);
-      FAIL("CpuInt8Matmul accepted ", accepted);
+      FAIL("Int8Matmul accepted ", accepted);
     } catch (const cmx::Error& error) {
       CHECK(error.code() == cmx::ErrorCode::invalid_argument);
       CHECK(std::string(error.what()).find("need") != std::string::npos);

@@ -36,7 +36,7 @@
 #define CMX_AVX512_BF16_TARGET \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
-namespace cmx::attention::microkernel::avx512 {
+namespace cmx::cpu::bf16_attention::avx512 {
 namespace detail {
 
 /// Register block of the scores: keys x 16-query vectors.
@@ -345,6 +345,6 @@ CMX_AVX512_BF16_TARGET inline void accumulate_values(const Bf16ValuesTile& tile)
   }
 }
 
-}  // namespace cmx::attention::microkernel::avx512
+}  // namespace cmx::cpu::bf16_attention::avx512
 
 #endif  // CMX_CPU_X86_64

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// cmx::attention::CpuBf16Microkernels: the bf16 tile operations of attention on this CPU, each
+// cmx::cpu::Bf16Attention: the bf16 tile operations of attention on this CPU, each
 // call dispatched at run time to the tier the process (or the caller) chose. One piece that
 // every CPU backend (oneTBB, MPI) exposes as its cmx::Bf16AttentionDevice members.
 //
@@ -11,29 +11,28 @@
 
 #include <optional>
 
-#include "cmx/attention/microkernel/amx.hpp"
-#include "cmx/attention/microkernel/avx2.hpp"
-#include "cmx/attention/microkernel/avx512.hpp"
-#include "cmx/attention/microkernel/compare.hpp"
-#include "cmx/attention/microkernel/scalar.hpp"
+#include "cmx/backend/cpu/bf16_attention/amx.hpp"
+#include "cmx/backend/cpu/bf16_attention/avx2.hpp"
+#include "cmx/backend/cpu/bf16_attention/avx512.hpp"
+#include "cmx/backend/cpu/bf16_attention/compare.hpp"
 #include "cmx/backend/cpu/isa.hpp"
 #include "cmx/device/bf16_attention.hpp"
+#include "cmx/device/bf16_attention_portable.hpp"
 
-namespace cmx::attention {
+namespace cmx::cpu {
+
+namespace bf16_attention {
 
 /// The tile operations of tier `isa` (the amx tier's exponential is the avx512 one: AMX has
 /// none). A tier this build cannot have (not x86-64) gives the scalar ones.
-inline const microkernel::TileOperations& tile_operations(cpu::Isa isa) noexcept {
-  namespace kernel = microkernel;
-  static constexpr kernel::TileOperations kScalar{
-      kernel::scalar::scores, kernel::scalar::exp_scores, kernel::scalar::accumulate_values};
+inline const TileOperations& tile_operations(cpu::Isa isa) noexcept {
+  static constexpr TileOperations kScalar{portable::bf16_scores, portable::bf16_exp_scores,
+                                          portable::bf16_accumulate_values};
 #if CMX_CPU_X86_64
-  static constexpr kernel::TileOperations kAvx2{kernel::avx2::scores, kernel::avx2::exp_scores,
-                                                kernel::avx2::accumulate_values};
-  static constexpr kernel::TileOperations kAvx512{
-      kernel::avx512::scores, kernel::avx512::exp_scores, kernel::avx512::accumulate_values};
-  static constexpr kernel::TileOperations kAmx{kernel::amx::scores, kernel::avx512::exp_scores,
-                                               kernel::amx::accumulate_values};
+  static constexpr TileOperations kAvx2{avx2::scores, avx2::exp_scores, avx2::accumulate_values};
+  static constexpr TileOperations kAvx512{avx512::scores, avx512::exp_scores,
+                                          avx512::accumulate_values};
+  static constexpr TileOperations kAmx{amx::scores, avx512::exp_scores, amx::accumulate_values};
   switch (isa) {
     case cpu::Isa::avx2:
       return kAvx2;
@@ -50,17 +49,19 @@ inline const microkernel::TileOperations& tile_operations(cpu::Isa isa) noexcept
   return kScalar;
 }
 
+}  // namespace bf16_attention
+
 /// The bf16 attention tile operations on this CPU (cmx/device/bf16_attention.hpp), at one tier.
 /// Cheap to copy.
-class CpuBf16Microkernels {
+class Bf16Attention {
  public:
   /// The process's tier: CMX_ISA if set, else the best this CPU runs. Resolved on first use
   /// (an unknown CMX_ISA, or one this CPU cannot run, then throws cmx::Error(invalid_argument)).
-  CpuBf16Microkernels() noexcept = default;
+  Bf16Attention() noexcept = default;
 
   /// Tier `isa`. Throws cmx::Error(invalid_argument) if this CPU cannot run it, and, for amx,
   /// cmx::Error(state) if its self-check against the scalar tier fails.
-  explicit CpuBf16Microkernels(cpu::Isa isa) : isa_(isa) {
+  explicit Bf16Attention(cpu::Isa isa) : isa_(isa) {
     (void)cpu::resolve_isa(cpu::KernelFamily::bf16_matmul, isa);
     check_amx(isa);
   }
@@ -68,10 +69,14 @@ class CpuBf16Microkernels {
   /// The tier the operations run.
   cpu::Isa isa() const { return isa_ ? *isa_ : process_isa(); }
 
-  void scores(const Bf16ScoresTile& tile) const { tile_operations(isa()).scores(tile); }
-  void exp_scores(const Bf16ExpTile& tile) const { tile_operations(isa()).exp_scores(tile); }
+  void scores(const Bf16ScoresTile& tile) const {
+    bf16_attention::tile_operations(isa()).scores(tile);
+  }
+  void exp_scores(const Bf16ExpTile& tile) const {
+    bf16_attention::tile_operations(isa()).exp_scores(tile);
+  }
   void accumulate_values(const Bf16ValuesTile& tile) const {
-    tile_operations(isa()).accumulate_values(tile);
+    bf16_attention::tile_operations(isa()).accumulate_values(tile);
   }
 
  private:
@@ -90,11 +95,11 @@ class CpuBf16Microkernels {
   // The amx tier's first use in a process checks it against the scalar tier (amx.hpp).
   static void check_amx([[maybe_unused]] cpu::Isa isa) {
 #if CMX_CPU_X86_64
-    if (isa == cpu::Isa::amx) microkernel::amx::check_once();
+    if (isa == cpu::Isa::amx) bf16_attention::amx::check_once();
 #endif
   }
 
   std::optional<cpu::Isa> isa_;  // none: the process default
 };
 
-}  // namespace cmx::attention
+}  // namespace cmx::cpu

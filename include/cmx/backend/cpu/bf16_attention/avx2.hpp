@@ -26,7 +26,7 @@
 /// What the avx2 tier's functions are compiled for.
 #define CMX_AVX2_FMA_TARGET __attribute__((target("avx2,fma")))
 
-namespace cmx::attention::microkernel::avx2 {
+namespace cmx::cpu::bf16_attention::avx2 {
 namespace detail {
 
 inline constexpr int kScoreKeys = 4;
@@ -238,6 +238,6 @@ CMX_AVX2_FMA_TARGET inline void accumulate_values(const Bf16ValuesTile& tile) {
   }
 }
 
-}  // namespace cmx::attention::microkernel::avx2
+}  // namespace cmx::cpu::bf16_attention::avx2
 
 #endif  // CMX_CPU_X86_64
