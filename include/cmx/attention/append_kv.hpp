@@ -75,23 +75,16 @@ inline PagedKvLayout check_append_args(const AppendKvArgs& args) {
   return layout;
 }
 
-}  // namespace detail
-
-/// Appends every request's num_new rows to the cache, at positions cache_seqlens[b] ...
-/// cache_seqlens[b] + num_new - 1. Writes only those rows of kv_cache.
-///
-/// Errors (cmx::Error), raised before anything is written: invalid_argument (sizes, a block
-/// index outside the cache, two rows aimed at one cached row), capacity (a request's block
-/// table too short for its new length).
+/// The block kernel of append_kv (step 2): the `num_rows` new rows, split evenly among the
+/// blocks; row r is request r / num_new's new position r % num_new.
 template <Device Dev>
-void append_kv(Dev& device, const AppendKvArgs& args) {
-  // 1. Check.
-  const PagedKvLayout layout = detail::check_append_args(args);
+struct AppendRows {
+  Dev device;
+  AppendKvArgs args;
+  PagedKvLayout layout;
+  std::int64_t num_rows;
 
-  // 2. Write, the rows split evenly among blocks.
-  const std::int64_t num_rows = static_cast<std::int64_t>(args.batch) * args.num_new;
-  const int num_blocks = static_cast<int>(std::min<std::int64_t>(device.max_blocks(), num_rows));
-  device.launch(num_blocks, [&](Block& block) {
+  void operator()(Block& block) {
     const std::int64_t begin = num_rows * block.index / block.count;
     const std::int64_t end = num_rows * (block.index + 1) / block.count;
     for (std::int64_t row = begin; row < end; ++row) {
@@ -109,7 +102,28 @@ void append_kv(Dev& device, const AppendKvArgs& args) {
       device.store(cached, latent);
       device.store(cached + kLatentDim, rope);
     }
-  });
+  }
+};
+
+}  // namespace detail
+
+/// Appends every request's num_new rows to the cache, at positions cache_seqlens[b] ...
+/// cache_seqlens[b] + num_new - 1. Writes only those rows of kv_cache.
+///
+/// Errors (cmx::Error), raised before anything is written: invalid_argument (sizes, a block
+/// index outside the cache, two rows aimed at one cached row), capacity (a request's block
+/// table too short for its new length).
+template <Device Dev>
+void append_kv(Dev& device, const AppendKvArgs& args) {
+  // 1. Check.
+  const PagedKvLayout layout = detail::check_append_args(args);
+
+  // 2. Write, the rows split evenly among blocks.
+  const std::int64_t num_rows = static_cast<std::int64_t>(args.batch) * args.num_new;
+  const int num_blocks = static_cast<int>(std::min<std::int64_t>(device.max_blocks(), num_rows));
+  detail::AppendRows<Dev> append_rows{
+      .device = device, .args = args, .layout = layout, .num_rows = num_rows};
+  device.launch(num_blocks, append_rows);
 }
 
 }  // namespace cmx::attention

@@ -127,6 +127,20 @@ struct DecodeMergeGroup {
   int num_chunks = 0;
 };
 
+/// What the decode kernels read of a plan (MlaDecodePlan::view): plain data, spans into the
+/// plan, valid while it lives.
+struct DecodePlanView {
+  DecodeTiles tiles;
+  std::span<const std::int32_t> cache_seqlens;  ///< [batch]
+  std::span<const DecodeWorkItem> items;        ///< in order (request, chunk, row tile)
+  /// [num_blocks + 1]: block k of the main launch computes items [block_begins[k],
+  /// block_begins[k + 1]).
+  std::span<const std::size_t> block_begins;
+  std::span<float> partial_out;  ///< [num_partials][M][512] unnormalized output rows
+  std::span<float> partial_max;  ///< [num_partials][M] their max (a base-2 exponent)
+  std::span<float> partial_sum;  ///< [num_partials][M] their sum
+};
+
 /// A decode batch cut into work, and the workspace for the partial results of split requests.
 /// Made once per batch (shape and cache_seqlens) and device kind; reused by every layer's
 /// decode. One decode at a time per plan (the workspace is written).
@@ -166,6 +180,17 @@ class MlaDecodePlan {
   std::span<float> partial_out() noexcept { return partial_out_; }
   std::span<float> partial_max() noexcept { return partial_max_; }
   std::span<float> partial_sum() noexcept { return partial_sum_; }
+
+  /// The plan as the kernels read it.
+  DecodePlanView view() noexcept {
+    return {.tiles = tiles_,
+            .cache_seqlens = cache_seqlens_,
+            .items = items_,
+            .block_begins = block_begins_,
+            .partial_out = partial_out_,
+            .partial_max = partial_max_,
+            .partial_sum = partial_sum_};
+  }
 
  private:
   static void check_shape(const MlaDecodeShape& shape, std::span<const std::int32_t> seqlens,

@@ -223,23 +223,23 @@ struct KeyTile {
 
 /// The tile of `item` that starts at `key`: at most the tile size, inside one cache block;
 /// empty at the item's end.
-inline KeyTile key_tile(const MlaDecodeArgs& args, const MlaDecodePlan& plan,
+inline KeyTile key_tile(const MlaDecodeArgs& args, const DecodePlanView& plan,
                         const PagedKvLayout& layout, const DecodeWorkItem& item,
                         std::int64_t key) noexcept {
   if (key >= item.key_end) return {};
   return {.rows = args.kv_cache.data() + layout.row_offset(item.request, key),
           .num_keys = static_cast<int>(std::min<std::int64_t>(
-              {plan.tiles().keys, item.key_end - key, layout.rows_left_in_block(key)}))};
+              {plan.tiles.keys, item.key_end - key, layout.rows_left_in_block(key)}))};
 }
 
 /// Step 2 for one work item; `next` is the item its block computes after it, if any.
 template <Device Dev>
 void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const PagedKvLayout& layout,
-            MlaDecodePlan& plan, const DecodeWorkItem& item, const DecodeWorkItem* next) {
+            const DecodePlanView& plan, const DecodeWorkItem& item, const DecodeWorkItem* next) {
   local.reset();
   const int rows = item.num_rows;
   const std::size_t m = static_cast<std::size_t>(rows);
-  const ItemLocals tiles(local, rows, plan.tiles().keys);
+  const ItemLocals tiles(local, rows, plan.tiles.keys);
   const std::size_t mark = local.mark();
 
   // a. Pack the queries: the pair (q[i][2p], q[i][2p + 1]) goes to word p * rows + i.
@@ -256,7 +256,7 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
   std::fill(tiles.out.begin(), tiles.out.end(), 0.0f);
   std::fill(tiles.running_max.begin(), tiles.running_max.end(), kNegativeInfinity);
   std::fill(tiles.running_sum.begin(), tiles.running_sum.end(), 0.0f);
-  const std::int64_t length = plan.cache_seqlens()[static_cast<std::size_t>(item.request)];
+  const std::int64_t length = plan.cache_seqlens[static_cast<std::size_t>(item.request)];
   const auto visible_end = [&](std::size_t i) {  // keys [0, visible_end) are seen by row i
     if (args.masking == Masking::none) return length;
     const int position = (item.row_begin + static_cast<int>(i)) / args.shape.num_heads;
@@ -327,11 +327,11 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
       store_row(device, args, item.request, item.row_begin + static_cast<int>(i), out,
                 tiles.out_row, lse);
     } else {
-      const std::size_t slot = static_cast<std::size_t>(item.partial) * plan.tiles().rows + i;
-      device.store(plan.partial_out().data() + slot * kLatentDim, std::span<const float>(out));
-      device.store(plan.partial_max().data() + slot,
+      const std::size_t slot = static_cast<std::size_t>(item.partial) * plan.tiles.rows + i;
+      device.store(plan.partial_out.data() + slot * kLatentDim, std::span<const float>(out));
+      device.store(plan.partial_max.data() + slot,
                    std::span<const float>(&tiles.running_max[i], 1));
-      device.store(plan.partial_sum().data() + slot,
+      device.store(plan.partial_sum.data() + slot,
                    std::span<const float>(&tiles.running_sum[i], 1));
     }
   }
@@ -339,8 +339,8 @@ void attend(Dev& device, LocalArena& local, const MlaDecodeArgs& args, const Pag
 
 /// Step 3 for one row of a merge group.
 template <Device Dev>
-void merge_row(Dev& device, LocalArena& local, const MlaDecodeArgs& args, MlaDecodePlan& plan,
-               const DecodeMergeGroup& group, int row_in_group) {
+void merge_row(Dev& device, LocalArena& local, const MlaDecodeArgs& args,
+               const DecodePlanView& plan, const DecodeMergeGroup& group, int row_in_group) {
   local.reset();
   const std::size_t num_chunks = static_cast<std::size_t>(group.num_chunks);
   const std::span<float> maxes = local.take<float>(num_chunks);    // [chunks]
@@ -350,24 +350,63 @@ void merge_row(Dev& device, LocalArena& local, const MlaDecodeArgs& args, MlaDec
   const std::span<bf16> out_row = local.take<bf16>(kLatentDim);    // [512]
   const std::size_t mark = local.mark();
   const auto slot = [&](std::size_t chunk) {
-    return (static_cast<std::size_t>(group.first_partial) + chunk) * plan.tiles().rows +
+    return (static_cast<std::size_t>(group.first_partial) + chunk) * plan.tiles.rows +
            static_cast<std::size_t>(row_in_group);
   };
   for (std::size_t c = 0; c < num_chunks; ++c) {
-    device.load(maxes.subspan(c, 1), plan.partial_max().data() + slot(c));
-    device.load(sums.subspan(c, 1), plan.partial_sum().data() + slot(c));
+    device.load(maxes.subspan(c, 1), plan.partial_max.data() + slot(c));
+    device.load(sums.subspan(c, 1), plan.partial_sum.data() + slot(c));
   }
   const float lse = chunk_factors(maxes, sums, factors);
   std::fill(acc.begin(), acc.end(), 0.0f);
   for (std::size_t c = 0; c < num_chunks; ++c) {
     local.rewind(mark);
     const std::span<const float> partial =
-        device.stage_in(local, plan.partial_out().data() + slot(c) * kLatentDim,
+        device.stage_in(local, plan.partial_out.data() + slot(c) * kLatentDim,
                         static_cast<std::size_t>(kLatentDim));  // [512]
     for (std::size_t d = 0; d < kLatentDim; ++d) acc[d] += partial[d] * factors[c];
   }
   store_row(device, args, group.request, group.row_begin + row_in_group, acc, out_row, lse);
 }
+
+/// The block kernel of step 2: block k computes the plan's k-th run of items.
+template <Device Dev>
+struct AttendItems {
+  Dev device;
+  MlaDecodeArgs args;
+  PagedKvLayout layout;
+  DecodePlanView plan;
+
+  void operator()(Block& block) {
+    const std::size_t index = static_cast<std::size_t>(block.index);
+    const std::size_t end = plan.block_begins[index + 1];
+    for (std::size_t i = plan.block_begins[index]; i < end; ++i)
+      attend(device, block.local, args, layout, plan, plan.items[i],
+             i + 1 < end ? &plan.items[i + 1] : nullptr);
+  }
+};
+
+/// The block kernel of step 3: the `num_rows` split rows of `groups`, split evenly among the
+/// blocks.
+template <Device Dev>
+struct MergeRows {
+  Dev device;
+  MlaDecodeArgs args;
+  DecodePlanView plan;
+  std::span<const DecodeMergeGroup> groups;
+  std::int64_t num_rows;
+
+  void operator()(Block& block) {
+    const std::int64_t begin = num_rows * block.index / block.count;
+    const std::int64_t end = num_rows * (block.index + 1) / block.count;
+    std::size_t g = 0;
+    std::int64_t group_begin = 0;  // the first row of groups[g]
+    for (std::int64_t row = begin; row < end; ++row) {
+      while (row >= group_begin + groups[g].num_rows) group_begin += groups[g++].num_rows;
+      merge_row(device, block.local, args, plan, groups[g], static_cast<int>(row - group_begin));
+    }
+  }
+};
 
 }  // namespace detail
 
@@ -396,32 +435,18 @@ void mla_decode(Dev& device, MlaDecodePlan& plan, const MlaDecodeArgs& args) {
   const PagedKvLayout layout = detail::check_decode_args(args, plan, Dev::kLocalMemoryBytes);
 
   // 2. Attend: block k computes the plan's k-th run of items.
-  const std::span<const DecodeWorkItem> items = plan.items();
-  device.launch(plan.num_blocks(), [&](Block& block) {
-    const std::size_t end = plan.block_begin(block.index + 1);
-    for (std::size_t i = plan.block_begin(block.index); i < end; ++i)
-      detail::attend(device, block.local, args, layout, plan, items[i],
-                     i + 1 < end ? &items[i + 1] : nullptr);
-  });
+  detail::AttendItems<Dev> attend_items{
+      .device = device, .args = args, .layout = layout, .plan = plan.view()};
+  device.launch(plan.num_blocks(), attend_items);
 
   // 3. Merge the split rows, split evenly among blocks.
   const std::span<const DecodeMergeGroup> groups = plan.merge_groups();
   std::int64_t num_rows = 0;
   for (const DecodeMergeGroup& group : groups) num_rows += group.num_rows;
   if (num_rows == 0) return;
-  device.launch(static_cast<int>(std::min<std::int64_t>(plan.num_blocks(), num_rows)),
-                [&](Block& block) {
-                  const std::int64_t begin = num_rows * block.index / block.count;
-                  const std::int64_t end = num_rows * (block.index + 1) / block.count;
-                  std::size_t g = 0;
-                  std::int64_t group_begin = 0;  // the first row of groups[g]
-                  for (std::int64_t row = begin; row < end; ++row) {
-                    while (row >= group_begin + groups[g].num_rows)
-                      group_begin += groups[g++].num_rows;
-                    detail::merge_row(device, block.local, args, plan, groups[g],
-                                      static_cast<int>(row - group_begin));
-                  }
-                });
+  detail::MergeRows<Dev> merge_rows{
+      .device = device, .args = args, .plan = plan.view(), .groups = groups, .num_rows = num_rows};
+  device.launch(static_cast<int>(std::min<std::int64_t>(plan.num_blocks(), num_rows)), merge_rows);
 }
 
 /// mla_decode with a plan made for this call (a plan reused across layers saves its making).

@@ -8,6 +8,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <type_traits>
 
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/local_arena.hpp"
@@ -55,6 +56,14 @@ inline std::string wait_timeout_message(int rank, const WaitSite& site, std::uin
 
 /// The body of a launch: called once per block, possibly concurrently.
 using BlockBody = std::function<void(Block&)>;
+
+/// A kernel every backend can launch: a plain-data object called as kernel(Block&), which a
+/// backend may copy byte for byte onto another processor (see d.launch below). It reaches
+/// memory only through the device it holds, the global memory it points to and Block::local;
+/// the blocks of one launch may run on one object concurrently, so a call changes none of its
+/// members.
+template <class K>
+concept BlockKernel = std::is_trivially_copyable_v<K> && std::invocable<K&, Block&>;
 
 /// Requires: what a backend supplies. Every kernel is a template over this concept.
 ///

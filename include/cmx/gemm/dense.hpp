@@ -73,8 +73,7 @@ void gemm(Dev& device, const GemmArgs<Out>& args) {
   require(args.c.size() == m * n, ErrorCode::invalid_argument, "gemm: c has ", args.c.size(),
           " elements, expected m * n = ", m, " * ", n);
   const detail::DenseRows rows(args.a, args.a_scales, args.m, args.b.k());
-  detail::run_grouped_product(
-      device, rows, [&](int) -> const PackedWeights& { return args.b; }, args.b.n(), args.c);
+  detail::run_grouped_product(device, rows, detail::GroupWeights{{&args.b, 1}}, args.b.n(), args.c);
 }
 
 }  // namespace cmx::gemm

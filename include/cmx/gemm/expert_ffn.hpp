@@ -35,6 +35,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -61,8 +62,9 @@ struct ExpertWeights {
 };
 
 /// Where expert_ffn keeps the INT8 intermediate between its two launches: a code row and a
-/// scale per row slot of the input ([num_slots][I] int8, [num_slots] float). Made once, at
-/// start-up, for the largest layout and I; reused by every call.
+/// scale per row slot of the input ([num_slots][I] int8, [num_slots] float), and the counter
+/// from which the blocks of its first launch take their work items. Made once, at start-up,
+/// for the largest layout and I; reused by every call (one call at a time).
 class ExpertFfnWorkspace {
  public:
   /// For inputs of up to `num_slots` row slots (MaskedRows::num_slots()) and intermediate size
@@ -71,18 +73,22 @@ class ExpertFfnWorkspace {
       : num_slots_(num_slots),
         intermediate_(intermediate),
         codes_(num_slots * static_cast<std::size_t>(std::max(intermediate, 0))),
-        scales_(num_slots) {}
+        scales_(num_slots),
+        next_item_(std::make_unique<std::atomic<int>>(0)) {}
 
   std::size_t num_slots() const noexcept { return num_slots_; }
   int intermediate() const noexcept { return intermediate_; }
   std::int8_t* codes() noexcept { return codes_.data(); }  ///< [num_slots][intermediate]
   float* scales() noexcept { return scales_.data(); }      ///< [num_slots]
+  /// The first launch's item counter (global memory, shared by its blocks).
+  std::atomic<int>* next_item() noexcept { return next_item_.get(); }
 
  private:
   std::size_t num_slots_;
   int intermediate_;
   std::vector<std::int8_t> codes_;
   std::vector<float> scales_;
+  std::unique_ptr<std::atomic<int>> next_item_;  // on the heap: the workspace stays movable
 };
 
 /// The operands of expert_ffn.
@@ -133,6 +139,76 @@ void check_expert_weights(const Dev& device, std::span<const ExpertWeights> expe
   }
 }
 
+/// Expert e's down weights for group e: the weights_of of launch 2.
+struct DownWeights {
+  std::span<const ExpertWeights> experts;
+  const PackedWeights& operator()(int group) const noexcept {
+    return experts[static_cast<std::size_t>(group)].down;
+  }
+};
+
+/// The block kernel of launch 1 (steps 1-3): each block takes the next work item from
+/// `next_item` until none is left, and writes its rows' INT8 intermediate into the workspace.
+///
+/// The blocks take the items in order from a shared counter: those running at once work on
+/// adjacent row tiles of one expert and stream its gate and up weights at about the same time
+/// (the trailing block then finds them in the shared cache), and a block slowed down (by
+/// another program on its core) takes fewer items. Blocks never wait for each other, and an
+/// item's result does not depend on which block computed it.
+template <Int8MatmulDevice Dev>
+struct GateUpSwiglu {
+  Dev device;
+  WorkItems<MaskedSource> items;
+  std::span<const ExpertWeights> experts;  // [groups]
+  int intermediate;                        // I
+  std::int8_t* codes;                      // [num_slots][I] workspace
+  float* scales;                           // [num_slots] workspace
+  std::atomic<int>* next_item;             // 0 at the launch
+
+  void operator()(Block& block) {
+    const int num_items = items.count();
+    const std::size_t start = block.local.mark();
+    for (int index = next_item->fetch_add(1, std::memory_order_relaxed); index < num_items;
+         index = next_item->fetch_add(1, std::memory_order_relaxed)) {
+      block.local.rewind(start);
+      compute(items.at(index), block.local);
+    }
+  }
+
+ private:
+  void compute(const WorkItem& item, LocalArena& local) {
+    constexpr int kColumns = Dev::kInt8PanelColumns;
+    const ExpertWeights& expert = experts[static_cast<std::size_t>(item.group)];
+    const std::size_t num_rows = static_cast<std::size_t>(item.num_rows);
+    const std::size_t width = static_cast<std::size_t>(intermediate);
+    // 1. Gather.
+    const GatheredRows rows = gather(items.source(), item, local);
+    const std::span<bf16> h = local.take<bf16>(num_rows * width);  // [R][I]
+    const std::size_t step_columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * kColumns;
+    const std::span<std::int32_t> acc_gate = local.take<std::int32_t>(num_rows * step_columns);
+    const std::span<std::int32_t> acc_up = local.take<std::int32_t>(num_rows * step_columns);
+    // 2. Gate and up, a step of panels at a time, into h.
+    for (int panel = 0; panel < expert.gate.num_panels(); panel += tuning::kFfnPanelsPerStep) {
+      const int panels = std::min(tuning::kFfnPanelsPerStep, expert.gate.num_panels() - panel);
+      const std::size_t columns = static_cast<std::size_t>(panels) * kColumns;
+      const std::size_t first = static_cast<std::size_t>(panel) * kColumns;
+      multiply(device, rows.codes, expert.gate, panel, panels, acc_gate.data(), columns);
+      multiply(device, rows.codes, expert.up, panel, panels, acc_up.data(), columns);
+      for (std::size_t r = 0; r < num_rows; ++r)
+        swiglu_row(acc_gate.subspan(r * columns, columns), acc_up.subspan(r * columns, columns),
+                   rows.refs[r].scale, expert.gate.scales().subspan(first, columns),
+                   expert.up.scales().subspan(first, columns),
+                   h.subspan(r * width + first, columns));
+    }
+    // 3. Re-quantize each row into its slot of the workspace.
+    for (std::size_t r = 0; r < num_rows; ++r) {
+      const std::size_t slot = rows.refs[r].out_row;
+      scales[slot] = quantize_row_int8(std::span<const bf16>(h.subspan(r * width, width)),
+                                       std::span<std::int8_t>(codes + slot * width, width));
+    }
+  }
+};
+
 }  // namespace detail
 
 /// The INT8 expert FFN (see the file comment for the exact sequence): for every valid row
@@ -174,71 +250,28 @@ void expert_ffn(Dev& device, const ExpertFfnArgs& args) {
           ": one row's intermediate (I = ", intermediate,
           ") does not fit the device's local memory of ", Dev::kLocalMemoryBytes, " B");
 
-  const detail::MaskedSource source(args.x);
-  const detail::WorkItems items(source, 1, rows_per_item, 1);  // whole rows: every column
-  const std::size_t width = static_cast<std::size_t>(intermediate);
-  std::int8_t* const intermediate_codes = args.workspace.codes();  // [num_slots][I]
-  float* const intermediate_scales = args.workspace.scales();      // [num_slots]
-
-  // Launch 1: steps 1-3 of one work item, in the block's local memory.
-  const auto gate_up_item = [&](const detail::WorkItem& item, LocalArena& local) {
-    const ExpertWeights& expert = args.experts[static_cast<std::size_t>(item.group)];
-    const std::size_t num_rows = static_cast<std::size_t>(item.num_rows);
-    // 1. Gather.
-    const detail::GatheredRows rows = detail::gather(source, item, local);
-    const std::span<bf16> h = local.take<bf16>(num_rows * width);  // [R][I]
-    const std::size_t step_columns = static_cast<std::size_t>(tuning::kFfnPanelsPerStep) * kColumns;
-    const std::span<std::int32_t> acc_gate = local.take<std::int32_t>(num_rows * step_columns);
-    const std::span<std::int32_t> acc_up = local.take<std::int32_t>(num_rows * step_columns);
-    // 2. Gate and up, a step of panels at a time, into h.
-    for (int panel = 0; panel < expert.gate.num_panels(); panel += tuning::kFfnPanelsPerStep) {
-      const int panels = std::min(tuning::kFfnPanelsPerStep, expert.gate.num_panels() - panel);
-      const std::size_t columns = static_cast<std::size_t>(panels) * kColumns;
-      const std::size_t first = static_cast<std::size_t>(panel) * kColumns;
-      detail::multiply(device, rows.codes, expert.gate, panel, panels, acc_gate.data(), columns);
-      detail::multiply(device, rows.codes, expert.up, panel, panels, acc_up.data(), columns);
-      for (std::size_t r = 0; r < num_rows; ++r)
-        detail::swiglu_row(
-            acc_gate.subspan(r * columns, columns), acc_up.subspan(r * columns, columns),
-            rows.refs[r].scale, expert.gate.scales().subspan(first, columns),
-            expert.up.scales().subspan(first, columns), h.subspan(r * width + first, columns));
-    }
-    // 3. Re-quantize each row into its slot of the workspace.
-    for (std::size_t r = 0; r < num_rows; ++r) {
-      const std::size_t slot = rows.refs[r].out_row;
-      intermediate_scales[slot] =
-          quantize_row_int8(std::span<const bf16>(h.subspan(r * width, width)),
-                            std::span<std::int8_t>(intermediate_codes + slot * width, width));
-    }
-  };
-  // The blocks take the items in order from a shared counter: those running at once work on
-  // adjacent row tiles of one expert and stream its gate and up weights at about the same time
-  // (the trailing block then finds them in the shared cache), and a block slowed down (by
-  // another program on its core) takes fewer items. Blocks never wait for each other.
-  const int num_items = items.count();
-  std::atomic<int> next_item{0};
-  device.launch(std::max(1, std::min(device.max_blocks(), num_items)), [&](Block& block) {
-    const std::size_t start = block.local.mark();
-    for (int index = next_item.fetch_add(1, std::memory_order_relaxed); index < num_items;
-         index = next_item.fetch_add(1, std::memory_order_relaxed)) {
-      block.local.rewind(start);
-      gate_up_item(items.at(index), block.local);
-    }
-  });
+  // Launch 1: steps 1-3, over work items of whole rows (every column).
+  detail::GateUpSwiglu<Dev> gate_up{.device = device,
+                                    .items = detail::WorkItems<detail::MaskedSource>(
+                                        detail::MaskedSource(args.x), 1, rows_per_item, 1),
+                                    .experts = args.experts,
+                                    .intermediate = intermediate,
+                                    .codes = args.workspace.codes(),
+                                    .scales = args.workspace.scales(),
+                                    .next_item = args.workspace.next_item()};
+  const int num_items = gate_up.items.count();
+  gate_up.next_item->store(0, std::memory_order_relaxed);  // the launch publishes it
+  device.launch(std::max(1, std::min(device.max_blocks(), num_items)), gate_up);
 
   // Launch 2, step 4: the down projection of the INT8 intermediate, as a masked grouped GEMM.
   MaskedRows intermediate_rows = args.x;  // the same segments, in the workspace's slots
   intermediate_rows.k = intermediate;
-  intermediate_rows.codes = reinterpret_cast<const std::byte*>(intermediate_codes);
-  intermediate_rows.row_stride = width;
-  intermediate_rows.scales = reinterpret_cast<const std::byte*>(intermediate_scales);
+  intermediate_rows.codes = reinterpret_cast<const std::byte*>(gate_up.codes);
+  intermediate_rows.row_stride = static_cast<std::size_t>(intermediate);
+  intermediate_rows.scales = reinterpret_cast<const std::byte*>(gate_up.scales);
   intermediate_rows.scale_stride = sizeof(float);
-  detail::run_grouped_product(
-      device, detail::MaskedSource(intermediate_rows),
-      [&](int group) -> const PackedWeights& {
-        return args.experts[static_cast<std::size_t>(group)].down;
-      },
-      hidden, args.out);
+  detail::run_grouped_product(device, detail::MaskedSource(intermediate_rows),
+                              detail::DownWeights{args.experts}, hidden, args.out);
 }
 
 }  // namespace cmx::gemm

@@ -52,14 +52,6 @@ int check_group_weights(const Dev& device, std::span<const PackedWeights> weight
   return n;
 }
 
-/// weights[g] for group g.
-struct GroupWeights {
-  std::span<const PackedWeights> weights;
-  const PackedWeights& operator()(int group) const noexcept {
-    return weights[static_cast<std::size_t>(group)];
-  }
-};
-
 /// Rows of a contiguous grouped GEMM.
 class ContiguousRows {
  public:
@@ -110,7 +102,7 @@ class MaskedSource {
   }
 
  private:
-  const MaskedRows& rows_;
+  MaskedRows rows_;  // a copy of the view: a kernel holding it is plain data
 };
 
 }  // namespace detail

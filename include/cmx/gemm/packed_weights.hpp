@@ -28,6 +28,33 @@ struct WeightsArgs {
   int k = 0;                           ///< depth: a positive multiple of 16, <= kInt8MaxDepth
 };
 
+namespace detail {
+
+/// The block kernel of pack_weights: block i of B packs panels [num_panels * i / B,
+/// num_panels * (i + 1) / B) of `codes` [num_panels * kInt8PanelColumns][k] into `panels`.
+template <Int8MatmulDevice Dev>
+struct PackPanels {
+  Dev device;
+  std::span<const std::int8_t> codes;
+  int k;
+  int num_panels;
+  std::byte* panels;  // [num_panels][panel_bytes]
+  std::size_t panel_bytes;
+
+  void operator()(Block& block) {
+    constexpr std::size_t kColumns = Dev::kInt8PanelColumns;
+    const std::size_t depth = static_cast<std::size_t>(k);
+    for (int p = num_panels * block.index / block.count;
+         p < num_panels * (block.index + 1) / block.count; ++p) {
+      const std::size_t panel = static_cast<std::size_t>(p);
+      device.pack_int8_panel(codes.subspan(panel * kColumns * depth, kColumns * depth), k,
+                             std::span<std::byte>(panels + panel * panel_bytes, panel_bytes));
+    }
+  }
+};
+
+}  // namespace detail
+
 /// Weights packed for one device layout (Int8MatmulDevice::int8_panel_format). Made by
 /// pack_weights; a default-constructed one is empty ("not packed") and every kernel refuses
 /// it. Move-only: it owns N * K bytes or more.
@@ -101,16 +128,13 @@ PackedWeights pack_weights(Dev& device, const WeightsArgs& args) {
   packed.panels_.reset(static_cast<std::byte*>(std::aligned_alloc(64, total)));
   if (!packed.panels_) throw std::bad_alloc();
 
-  const int num_panels = packed.num_panels_;
-  device.launch(std::min(num_panels, std::max(1, device.max_blocks())), [&](Block& block) {
-    for (int p = num_panels * block.index / block.count;
-         p < num_panels * (block.index + 1) / block.count; ++p)
-      device.pack_int8_panel(
-          args.codes.subspan(static_cast<std::size_t>(p) * kColumns * k, kColumns * k), args.k,
-          std::span<std::byte>(
-              packed.panels_.get() + static_cast<std::size_t>(p) * packed.panel_bytes_,
-              packed.panel_bytes_));
-  });
+  detail::PackPanels<Dev> kernel{.device = device,
+                                 .codes = args.codes,
+                                 .k = args.k,
+                                 .num_panels = packed.num_panels_,
+                                 .panels = packed.panels_.get(),
+                                 .panel_bytes = packed.panel_bytes_};
+  device.launch(std::min(kernel.num_panels, std::max(1, device.max_blocks())), kernel);
   return packed;
 }
 

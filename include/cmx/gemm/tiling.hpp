@@ -76,6 +76,9 @@ class WorkItems {
     return total;
   }
 
+  /// The rows the items cut.
+  const Source& source() const noexcept { return source_; }
+
   /// Item number `index` (0 <= index < count()).
   WorkItem at(int index) const noexcept {
     int group = 0;
@@ -101,10 +104,18 @@ class WorkItems {
            ceil_div(num_panels_, panels_per_item_);
   }
 
-  const Source& source_;
+  Source source_;  // a copy: a kernel holding the items is plain data
   int num_panels_;
   int rows_per_item_;
   int panels_per_item_;
+};
+
+/// weights[g] for group g: the weights_of of a product whose groups each have their own.
+struct GroupWeights {
+  std::span<const PackedWeights> weights;
+  const PackedWeights& operator()(int group) const noexcept {
+    return weights[static_cast<std::size_t>(group)];
+  }
 };
 
 /// acc [rows][acc_stride] = rows x panels [first_panel, first_panel + num_panels) of
@@ -143,18 +154,22 @@ GatheredRows gather(const Source& source, const WorkItem& item, LocalArena& loca
   return rows;
 }
 
-/// Runs the grouped product of `source`, group g against weights_of(g) [n, k] (a callable
-/// returning const PackedWeights&), into `c` [output rows][n] (steps 1-4). Every row's out_row
-/// must be inside c; the caller has checked shapes and weights.
+/// The block kernel of a grouped product (steps 2-4): block i computes work item i of `items`,
+/// group g against weights_of(g) (a plain-data callable returning const PackedWeights&), into
+/// `c` [output rows][n].
 template <GemmOutput Out, RowSource Source, Int8MatmulDevice Dev, class WeightsOf>
-void run_grouped_product(Dev& device, const Source& source, WeightsOf&& weights_of, int n,
-                         std::span<Out> c) {
-  constexpr int kColumns = Dev::kInt8PanelColumns;
-  const WorkItems items(source, n / kColumns, tuning::kRowsPerItem, tuning::kPanelsPerItem);
-  device.launch(items.count(), [&](Block& block) {
+struct GroupedProduct {
+  Dev device;
+  WorkItems<Source> items;
+  WeightsOf weights_of;
+  int n;
+  std::span<Out> c;  // [output rows][n]
+
+  void operator()(Block& block) {
+    constexpr int kColumns = Dev::kInt8PanelColumns;
     const WorkItem item = items.at(block.index);
     const PackedWeights& weights = weights_of(item.group);
-    const GatheredRows rows = gather(source, item, block.local);
+    const GatheredRows rows = gather(items.source(), item, block.local);
     const std::size_t columns = static_cast<std::size_t>(item.num_panels) * kColumns;
     const std::size_t first_column = static_cast<std::size_t>(item.first_panel) * kColumns;
     const std::span<std::int32_t> acc =  // [num_rows][columns]
@@ -165,7 +180,23 @@ void run_grouped_product(Dev& device, const Source& source, WeightsOf&& weights_
           acc.subspan(r * columns, columns), rows.refs[r].scale,
           weights.scales().subspan(first_column, columns),
           c.subspan(rows.refs[r].out_row * static_cast<std::size_t>(n) + first_column, columns));
-  });
+  }
+};
+
+/// Runs the grouped product of `source`, group g against weights_of(g) [n, k], into `c`
+/// [output rows][n] (steps 1-4). Every row's out_row must be inside c; the caller has checked
+/// shapes and weights.
+template <GemmOutput Out, RowSource Source, Int8MatmulDevice Dev, class WeightsOf>
+void run_grouped_product(Dev& device, const Source& source, const WeightsOf& weights_of, int n,
+                         std::span<Out> c) {
+  using Kernel = GroupedProduct<Out, Source, Dev, WeightsOf>;
+  Kernel kernel{.device = device,
+                .items = WorkItems<Source>(source, n / Dev::kInt8PanelColumns, tuning::kRowsPerItem,
+                                           tuning::kPanelsPerItem),
+                .weights_of = weights_of,
+                .n = n,
+                .c = c};
+  device.launch(kernel.items.count(), kernel);
 }
 
 }  // namespace cmx::gemm::detail

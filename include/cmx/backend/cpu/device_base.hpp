@@ -226,6 +226,8 @@ class DeviceBase {
   /// One block, or a ThreadSanitizer build, runs them on the calling thread (no task overhead).
   template <class Body>
   static void run_blocks(oneapi::tbb::task_arena& arena, int num_blocks, Body& body) {
+    static_assert(BlockKernel<Body>,
+                  "a kernel is a plain-data object (cmx::BlockKernel), as on an NPU");
     if (num_blocks <= 0) return;
     fence_puts();  // puts this thread issued before the launch, for the blocks to read
     if (num_blocks == 1 || detail::kThreadSanitizer) {
