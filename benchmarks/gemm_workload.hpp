@@ -120,7 +120,7 @@ class DispatchedRows {
     }
   }
 
-  /// The masked view of the rows, as gemm::ReceivedRows gives it for a real dispatch.
+  /// The masked view of the rows, as an ep::Received converts to it for a real dispatch.
   gemm::MaskedRows rows() const noexcept {
     return {.num_groups = layout_.num_local_experts,
             .num_segments = layout_.num_ranks,

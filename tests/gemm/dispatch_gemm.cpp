@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The masked GEMM and the expert FFN on FusedDispatch's output, read in place on every rank of
-// a World (ReceivedRows), with uniform and skewed routing; their outputs land where combine
-// reads them, and combine completes the round.
+// a World (ep::Received read as gemm::MaskedRows), with uniform and skewed routing; their outputs
+// land where combine reads them, and combine completes the round.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -62,16 +63,15 @@ TEST_CASE("masked GEMM and expert FFN read dispatch's rows in place and write co
       const ep::Received received =
           ep::dispatch(device, buffer,
                        {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
-      const gemm::ReceivedRows rows(layout, received);
 
       std::vector<float> gate_out(layout.num_messages() * kIntermediate);
       gemm::grouped_gemm_masked(
-          device, gemm::MaskedGemmArgs<float>{.a = rows.rows(), .weights = gates, .c = gate_out});
+          device, gemm::MaskedGemmArgs<float>{.a = received, .weights = gates, .c = gate_out});
       std::vector<bf16> expert_out(layout.num_messages() *
                                    static_cast<std::size_t>(kConfig.hidden));
       gemm::ExpertFfnWorkspace workspace(layout.num_messages(), kIntermediate);
-      gemm::expert_ffn(
-          device, {.x = rows.rows(), .experts = ffn, .out = expert_out, .workspace = workspace});
+      gemm::expert_ffn(device,
+                       {.x = received, .experts = ffn, .out = expert_out, .workspace = workspace});
 
       for (int e = 0; e < layout.num_local_experts; ++e) {
         const ExpertCodes& expert =
@@ -120,4 +120,37 @@ TEST_CASE("masked GEMM and expert FFN read dispatch's rows in place and write co
     });
     for (const std::string& m : mismatch) CHECK_MESSAGE(m.empty(), m);
   }
+}
+
+TEST_CASE("the rows of a bf16 dispatch are refused by the INT8 GEMM before anything is written") {
+  ep::Config config = kConfig;
+  config.precision = ep::DispatchPrecision::bf16;
+  const auto inputs = cmx::test::make_inputs(config, 2, {5, 3}, cmx::test::Routing::uniform, 3);
+  std::vector<std::string> errors(2);
+  cmx::tbb_backend::World world({.num_ranks = 2});
+  world.run([&](Device device) {
+    ep::Buffer<Device> buffer(device, config);
+    const auto& input = inputs[static_cast<std::size_t>(device.rank())];
+    const ep::Received received = ep::dispatch(
+        device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
+    const std::vector<gemm::PackedWeights> no_weights(
+        static_cast<std::size_t>(buffer.layout().num_local_experts));
+    std::vector<float> c(buffer.layout().num_messages() * kIntermediate, 7.0f);
+    try {
+      gemm::grouped_gemm_masked(
+          device, gemm::MaskedGemmArgs<float>{.a = received, .weights = no_weights, .c = c});
+    } catch (const cmx::Error& error) {
+      if (error.code() == cmx::ErrorCode::invalid_argument)
+        errors[static_cast<std::size_t>(device.rank())] = error.what();
+    }
+    CHECK(std::count(c.begin(), c.end(), 7.0f) == static_cast<std::ptrdiff_t>(c.size()));
+    // Combine completes the round, so that no peer waits for this rank.
+    const std::vector<bf16> expert_out(buffer.layout().num_messages() *
+                                       static_cast<std::size_t>(config.hidden));
+    std::vector<bf16> y(input.x.size());
+    ep::combine(device, buffer,
+                {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
+  });
+  for (const std::string& error : errors)
+    CHECK(error.find("needs an int8 dispatch") != std::string::npos);
 }

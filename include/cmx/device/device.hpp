@@ -5,7 +5,6 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -54,9 +53,6 @@ inline std::string wait_timeout_message(int rank, const WaitSite& site, std::uin
 
 }  // namespace detail
 
-/// The body of a launch: called once per block, possibly concurrently.
-using BlockBody = std::function<void(Block&)>;
-
 /// A kernel every backend can launch: a plain-data object called as kernel(Block&), which a
 /// backend may copy byte for byte onto another processor (see d.launch below). It reaches
 /// memory only through the device it holds, the global memory it points to and Block::local;
@@ -64,6 +60,13 @@ using BlockBody = std::function<void(Block&)>;
 /// members.
 template <class K>
 concept BlockKernel = std::is_trivially_copyable_v<K> && std::invocable<K&, Block&>;
+
+namespace detail {
+/// The kernel the Device concept launches to check d.launch.
+struct EmptyKernel {
+  void operator()(Block&) const noexcept {}
+};
+}  // namespace detail
 
 /// Requires: what a backend supplies. Every kernel is a template over this concept.
 ///
@@ -159,7 +162,7 @@ concept BlockKernel = std::is_trivially_copyable_v<K> && std::invocable<K&, Bloc
 template <class D>
 concept Device = std::copy_constructible<D> &&
     requires(D d, const D cd, typename D::Symmetric sym, std::size_t bytes, int rank,
-             std::uint64_t seq, std::int64_t payload, LocalArena& local, BlockBody body,
+             std::uint64_t seq, std::int64_t payload, LocalArena& local, detail::EmptyKernel kernel,
              const bf16* global_bf16, bf16* global_bf16_out, std::span<const bf16> row,
              std::span<std::int8_t> codes, std::span<float> acc, std::span<const float> values,
              std::span<bf16> rounded, std::span<const std::byte> source,
@@ -179,7 +182,7 @@ concept Device = std::copy_constructible<D> &&
   { d.signal(sym, rank, bytes, seq, payload) } -> std::same_as<void>;
   { d.wait(sym, bytes, seq, WaitSite{}) } -> std::same_as<std::int64_t>;
   { d.barrier() } -> std::same_as<void>;
-  { d.launch(rank, body) } -> std::same_as<void>;
+  { d.launch(rank, kernel) } -> std::same_as<void>;
   { d.stage_in(local, global_bf16, bytes) } -> std::same_as<std::span<const bf16>>;
   { d.prefetch(global_bf16, bytes) } -> std::same_as<void>;
   { d.load(rounded, global_bf16) } -> std::same_as<void>;

@@ -10,12 +10,14 @@
 #include "cmx/core/bf16.hpp"
 #include "cmx/core/error.hpp"
 #include "cmx/ep/layout.hpp"
+#include "cmx/gemm/masked_rows.hpp"
 
 namespace cmx::ep {
 
 /// A view of this rank's receive area after dispatch: rows per (local expert, source rank)
-/// segment, ordered by source token, each row followed by its MessageMeta. A grouped GEMM reads
-/// it in place: segment (e, s) holds count(e, s) rows, one every message_bytes() bytes, from
+/// segment, ordered by source token, each row followed by its MessageMeta. The INT8 grouped GEMM
+/// and the expert FFN read it in place (it converts to their gemm::MaskedRows, copying no row
+/// and no count): segment (e, s) holds count(e, s) rows, one every message_bytes() bytes, from
 /// message(e, s, 0), which is row first_row(e, s) of the receive area (Layout::message).
 ///
 /// Valid until this rank calls combine on the same buffer (peers may overwrite it after that).
@@ -92,6 +94,30 @@ class Received {
     return {reinterpret_cast<const bf16*>(message(local_expert, src_rank, slot)),
             static_cast<std::size_t>(hidden())};
   }
+  /// The received rows as the masked layout of cmx/gemm/: group = local expert, segment =
+  /// source rank, slot_index(e, s, slot) == row_index(e, s, slot) (so an expert FFN's output
+  /// rows are where combine reads them); a row's codes are its message's first hidden() bytes,
+  /// its scale the MessageMeta's. So `grouped_gemm_masked(dev, {.a = received, ...})` and
+  /// `expert_ffn(dev, {.x = received, ...})` read the rows where dispatch wrote them. Valid as
+  /// long as this view. cmx::Error(invalid_argument) for a bf16 dispatch.
+  operator gemm::MaskedRows() const {
+    cmx::detail::require(precision_ == DispatchPrecision::int8, ErrorCode::invalid_argument,
+                         "the dispatch was bf16; the INT8 GEMM needs an int8 dispatch");
+    const std::size_t num_segments = static_cast<std::size_t>(layout_.num_local_experts) *
+                                     static_cast<std::size_t>(layout_.num_ranks);
+    return {.num_groups = layout_.num_local_experts,
+            .num_segments = layout_.num_ranks,
+            .capacity = layout_.max_tokens_per_rank,
+            .k = layout_.hidden,
+            .counts = {counts_, num_segments},
+            .first_slots = {first_rows_, num_segments},
+            .num_packed_slots = layout_.num_messages(),
+            .codes = messages(),
+            .row_stride = layout_.message_bytes,
+            .scales = messages() + layout_.row_bytes + offsetof(MessageMeta, scale),
+            .scale_stride = layout_.message_bytes};
+  }
+
   /// The metadata of a row: its scale, source token and top-k choice.
   MessageMeta meta(int local_expert, int src_rank, int slot) const {
     MessageMeta meta;

@@ -93,7 +93,7 @@ class ExpertFfnWorkspace {
 
 /// The operands of expert_ffn.
 struct ExpertFfnArgs {
-  const MaskedRows& x;                     ///< the tokens, k = H: dispatch's rows in place
+  MaskedRows x;  ///< the tokens, k = H: dispatch's rows in place (an ep::Received converts)
   std::span<const ExpertWeights> experts;  ///< [x.num_groups]
   /// [x.num_slots()][H] bf16 output, row slot_index(e, s, slot) for each valid row: the layout
   /// of CombineArgs::expert_out; rows of slots without a valid row are not written.

@@ -10,5 +10,4 @@
 #include "cmx/gemm/grouped.hpp"
 #include "cmx/gemm/masked_rows.hpp"
 #include "cmx/gemm/packed_weights.hpp"
-#include "cmx/gemm/received_rows.hpp"
 #include "cmx/gemm/swiglu.hpp"

@@ -33,7 +33,7 @@ struct ContiguousGemmArgs {
 /// multiplied by weights[g]; each output row at the slot of its input row.
 template <GemmOutput Out>
 struct MaskedGemmArgs {
-  const MaskedRows& a;                     ///< the rows, in place (see MaskedRows)
+  MaskedRows a;  ///< the rows, in place (see MaskedRows; an ep::Received converts to it)
   std::span<const PackedWeights> weights;  ///< [a.num_groups], all of the same n and k = a.k
   /// [a.num_slots()][n] output, row slot_index(g, s, slot) for each valid row; rows of slots
   /// without a valid row are not written.

@@ -82,10 +82,9 @@ RankRecord run_and_record(Dev& device, const ep::Config& config,
     REQUIRE(in_buffer);
     const auto experts = make_ffn_experts(device, layout, device.rank(), ffn_intermediate);
     cmx::gemm::ExpertFfnWorkspace workspace(layout.num_messages(), ffn_intermediate);
-    const cmx::gemm::ReceivedRows rows(layout, received);
     cmx::gemm::expert_ffn(
         device,
-        {.x = rows.rows(), .experts = experts, .out = buffer.expert_out(), .workspace = workspace});
+        {.x = received, .experts = experts, .out = buffer.expert_out(), .workspace = workspace});
   } else {
     cmx::test::run_stand_in_experts(
         received, layout, device.rank(),

@@ -101,7 +101,7 @@ struct MaskedGemmArgs {
   /// The rows where they are: `codes` and `scales` are device addresses (FusedDispatch's
   /// receive area: slot i's int8 codes at codes + i * row_stride, its float scale at
   /// scales + i * scale_stride); `counts` is host memory. See cmx::gemm::MaskedRows.
-  const gemm::MaskedRows& a;
+  gemm::MaskedRows a;
   DeviceGroupedWeights weights;  ///< num_groups = a.num_groups, k = a.k
   /// device [a.num_slots()][n] bf16; only the rows of valid slots are written.
   void* c = nullptr;
