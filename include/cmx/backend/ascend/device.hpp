@@ -521,8 +521,8 @@ namespace cmx::ascend {
 
 template <class Kernel>
 void Device::launch(int num_blocks, const Kernel& kernel) {
-  static_assert(std::is_trivially_copyable_v<Kernel>,
-                "an Ascend kernel runs from a byte copy: it must be trivially copyable");
+  static_assert(BlockKernel<Kernel>,
+                "an Ascend kernel runs from a byte copy: a plain-data object (cmx::BlockKernel)");
   static_assert(sizeof(Kernel) <= detail::kKernelObjectBytes, "kernel object too large");
   cmx::detail::require(num_blocks >= 1 && num_blocks <= max_blocks_, ErrorCode::invalid_argument,
                        "rank ", rank_, ": launch of ", num_blocks, " blocks, outside [1, ",
