@@ -9,6 +9,10 @@
 //                                         them where ranks are threads; the process count
 //                                         where they are processes (mpirun chose it)
 //   Ranks::kBackToBackRounds              rounds of the back-to-back property
+//   Ranks::round(device, buffer, input,   one dispatch, stand-in experts and combine on this
+//                look, pause) -> y        rank, its tensors in the backend's global memory (as
+//                                         cmx::test::host_memory_round): look(received) sees
+//                                         what dispatch delivered, as the host reads it
 //   Ranks::run(options, body) -> strings  runs body(Device&) -> std::string on every rank of a
 //                                         fresh world; returns what each rank of this process
 //                                         returned ("" = fine)
@@ -84,6 +88,24 @@ inline std::vector<int> tokens_on(int num_ranks, std::initializer_list<int> patt
   return tokens;
 }
 
+/// Ranks::round on this rank, checked against the reference. Returns "" or the first mismatch.
+template <class Ranks, class Pause>
+std::string checked_round(typename Ranks::Device& device,
+                          ep::Buffer<typename Ranks::Device>& buffer,
+                          const std::vector<EpRankInput>& inputs,
+                          const reference::DispatchedRows& expected, Pause&& pause) {
+  const int rank = device.rank();
+  const EpRankInput& input = inputs[static_cast<std::size_t>(rank)];
+  std::string mismatch;
+  const std::vector<bf16> y = Ranks::round(
+      device, buffer, input,
+      [&](const ep::Received& received) { mismatch = compare_received(received, rank, expected); },
+      pause);
+  if (mismatch.empty())
+    mismatch = compare_y(y, expected_y(buffer.config(), rank, input), rank, buffer.config().hidden);
+  return mismatch;
+}
+
 /// One round on a fresh world, each rank checked against the reference.
 template <class Ranks>
 void check_one_round(const Case& c, const std::vector<int>& tokens, std::uint64_t seed) {
@@ -98,7 +120,7 @@ void check_one_round(const Case& c, const std::vector<int>& tokens, std::uint64_
                              .blocks_per_rank = c.blocks_per_rank};
   for (const std::string& m : Ranks::run(options, [&](Device& device) {
          ep::Buffer<Device> buffer(device, config);
-         return checked_round(device, buffer, inputs, expected, no_pause);
+         return checked_round<Ranks>(device, buffer, inputs, expected, no_pause);
        }))
     CHECK_MESSAGE(m.empty(), m);
 }
@@ -134,7 +156,8 @@ void check_rounds(const Case& c, int num_rounds, int num_inputs, bool skewed,
          std::string mismatch;
          for (int round = 0; round < num_rounds; ++round) {
            const std::size_t i = static_cast<std::size_t>(round % num_inputs);
-           const std::string m = checked_round(device, buffer, inputs[i], expected[i], pause);
+           const std::string m =
+               checked_round<Ranks>(device, buffer, inputs[i], expected[i], pause);
            // Keep going on a mismatch: the other ranks need this one's flags to finish.
            if (!m.empty() && mismatch.empty())
              mismatch = "round " + std::to_string(round) + ": " + m;
@@ -291,6 +314,7 @@ TEST_CASE_TEMPLATE_DEFINE(
     Ranks, cmx_ep_same_bytes) {
   using namespace cmx::test::conformance;
   using cmx::bf16;
+  using cmx::test::no_pause;
   using Device = typename Ranks::Device;
   namespace ep = cmx::ep;
   // hidden 80: int8 rows carry 16 bytes of padding, which must be defined too.
@@ -322,26 +346,23 @@ TEST_CASE_TEMPLATE_DEFINE(
              // Rounds: the input, another input, the input again; snapshot rounds 0 and 2.
              for (const auto* inputs : {&first, &other, &first}) {
                const auto& input = (*inputs)[static_cast<std::size_t>(device.rank())];
-               const ep::Received received = ep::dispatch(
-                   device, buffer,
-                   {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
                // Only the received rows: later rows of a source's range may hold older rounds'.
                std::vector<std::byte> bytes;
-               for (int e = 0; e < layout.num_local_experts; ++e)
-                 for (int src = 0; src < layout.num_ranks; ++src)
-                   for (int slot = 0; slot < received.count(e, src); ++slot) {
-                     const std::byte* message = received.message(e, src, slot);
-                     nonzero_padding +=
-                         std::any_of(message + data_bytes, message + layout.row_bytes,
-                                     [](std::byte b) { return b != std::byte{0}; });
-                     bytes.insert(bytes.end(), message, message + layout.message_bytes);
-                   }
+               Ranks::round(
+                   device, buffer, input,
+                   [&](const ep::Received& received) {
+                     for (int e = 0; e < layout.num_local_experts; ++e)
+                       for (int src = 0; src < layout.num_ranks; ++src)
+                         for (int slot = 0; slot < received.count(e, src); ++slot) {
+                           const std::byte* message = received.message(e, src, slot);
+                           nonzero_padding +=
+                               std::any_of(message + data_bytes, message + layout.row_bytes,
+                                           [](std::byte b) { return b != std::byte{0}; });
+                           bytes.insert(bytes.end(), message, message + layout.message_bytes);
+                         }
+                   },
+                   no_pause);
                if (inputs == &first) snapshots.push_back(std::move(bytes));
-               std::vector<bf16> expert_out(layout.num_messages() * 80);
-               cmx::test::run_stand_in_experts(received, layout, device.rank(), expert_out);
-               std::vector<bf16> y(input.x.size());
-               ep::combine(device, buffer,
-                           {.expert_out = expert_out, .topk_weights = input.topk_weights, .y = y});
              }
              const std::string rank = "rank " + std::to_string(device.rank()) + ": ";
              if (snapshots[0] != snapshots[1])

@@ -213,33 +213,46 @@ inline std::string compare_y(const std::vector<bf16>& y, const std::vector<bf16>
   return "";
 }
 
-/// One dispatch + stand-in experts + combine on this rank, checked against the reference.
-/// Returns "" or the first mismatch. `pause(stage)` runs before each stage (0: dispatch,
-/// 1: experts, 2: combine), to skew rank speeds.
-template <class Dev, class Pause>
-std::string checked_round(Dev& device, ep::Buffer<Dev>& buffer,
-                          const std::vector<EpRankInput>& inputs,
-                          const reference::DispatchedRows& expected, Pause&& pause) {
-  const int rank = device.rank();
+/// One dispatch, stand-in experts and combine on this rank, every tensor in host memory (which
+/// is global memory on a CPU backend). `look(received)` runs on what dispatch delivered, before
+/// the experts; `pause(stage)` runs before each stage (0: dispatch, 1: experts, 2: combine), to
+/// skew rank speeds. Returns combine's y.
+template <class Dev, class Look, class Pause>
+std::vector<bf16> host_memory_round(Dev& device, ep::Buffer<Dev>& buffer, const EpRankInput& input,
+                                    Look&& look, Pause&& pause) {
   const ep::Config& config = buffer.config();
-  const EpRankInput& input = inputs[static_cast<std::size_t>(rank)];
   pause(0);
   const ep::Received received = ep::dispatch(
       device, buffer, {.x = input.x, .topk_idx = input.topk_idx, .num_tokens = input.num_tokens});
-  std::string mismatch = compare_received(received, rank, expected);
+  look(received);
   pause(1);
   // The experts write into the caller's tensor, or in place into the buffer (zero-copy).
   const bool in_buffer = config.combine_source == ep::CombineSource::buffer;
   std::vector<bf16> caller_expert_out(
       in_buffer ? 0 : buffer.layout().num_messages() * static_cast<std::size_t>(config.hidden));
-  run_stand_in_experts(received, buffer.layout(), rank,
+  run_stand_in_experts(received, buffer.layout(), device.rank(),
                        in_buffer ? buffer.expert_out() : std::span<bf16>(caller_expert_out));
   std::vector<bf16> y(input.x.size());
   pause(2);
   ep::combine(device, buffer,
               {.expert_out = caller_expert_out, .topk_weights = input.topk_weights, .y = y});
+  return y;
+}
+
+/// host_memory_round checked against the reference. Returns "" or the first mismatch.
+template <class Dev, class Pause>
+std::string checked_round(Dev& device, ep::Buffer<Dev>& buffer,
+                          const std::vector<EpRankInput>& inputs,
+                          const reference::DispatchedRows& expected, Pause&& pause) {
+  const int rank = device.rank();
+  const EpRankInput& input = inputs[static_cast<std::size_t>(rank)];
+  std::string mismatch;
+  const std::vector<bf16> y = host_memory_round(
+      device, buffer, input,
+      [&](const ep::Received& received) { mismatch = compare_received(received, rank, expected); },
+      pause);
   if (mismatch.empty())
-    mismatch = compare_y(y, expected_y(config, rank, input), rank, config.hidden);
+    mismatch = compare_y(y, expected_y(buffer.config(), rank, input), rank, buffer.config().hidden);
   return mismatch;
 }
 
