@@ -11,7 +11,7 @@ inline constexpr char kTops[] = "TOPS";                 // cmx: 1e12 int8 ops/s 
 inline constexpr char kOnednnTops[] = "onednn_TOPS";    // oneDNN, the same operations
 inline constexpr char kRatioOnednn[] = "ratio_onednn";  // oneDNN time / cmx time
 inline constexpr char kWeightGBps[] = "B_GBps";         // weight bytes read once / cmx time
-inline constexpr char kPeakTops[] = "int8_peak_TOPS";   // machine_limits: VPDPBUSD on all cores
+inline constexpr char kPeakTops[] = "int8_peak_TOPS";   // machine_limits: the int8 peak, all cores
 inline constexpr char kMemcpyGBps[] = "memcpy_GBps";    // machine_limits: memcpy on all cores
 }  // namespace gemm_counter
 

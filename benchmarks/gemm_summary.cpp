@@ -11,6 +11,7 @@
 
 #include "cmx/backend/cpu/isa.hpp"
 #include "gemm_bench.hpp"
+#include "machine_limits.hpp"
 
 namespace cmx::bench {
 namespace {
@@ -100,8 +101,8 @@ void print_gemm_summary(std::ostream& out, const MoeShape& moe, const std::vecto
       << "This machine: " << std::thread::hardware_concurrency() << " hardware threads ("
       << cpu::describe(cpu::features()) << ").\n"
       << "Its int8 peak, measured in this run: " << fixed(peak_tops, 3)
-      << " TOPS (independent VPDPBUSD zmm chains from registers on every core, 128 ops each, per "
-         "second of each core's CPU time, best of 5);"
+      << " TOPS (independent chains of " << int8_peak_instruction()
+      << ", from registers on every core, per second of each core's CPU time, best of 5);"
       << " memcpy: " << fixed(memcpy_gbps, 1) << " GB/s.\n";
   if (h800)
     out << "H800 FP8 dense peak: " << fixed(h800->first, 0) << " TFLOPS, derived as twice its BF16 "

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -74,6 +75,23 @@ double median(std::vector<double> values) {
   return values.size() % 2 ? values[middle] : 0.5 * (values[middle - 1] + values[middle]);
 }
 
+/// True if this build has the oneDNN baseline and oneDNN can run it here; else says why not,
+/// once. oneDNN (2.6) has bf16 matmul only from AVX-512 (avx512_core, bf16 emulated there) on:
+/// below, its primitive descriptors cannot be made. Decided by the CPU's features, so that
+/// where oneDNN has bf16 a failure to make the baseline is still an error.
+bool use_onednn_baseline() {
+#if defined(CMX_BENCH_HAVE_ONEDNN)
+  static const bool use = [] {
+    if (cpu::features().avx512) return true;
+    std::cerr << "cmx_bench: oneDNN has no bf16 matmul on this CPU; ratio_onednn omitted\n";
+    return false;
+  }();
+  return use;
+#else
+  return false;
+#endif
+}
+
 /// One grid point: its inputs, cmx's plan and output, and the baseline with its own output.
 class MlaWorkload {
  public:
@@ -85,8 +103,10 @@ class MlaWorkload {
         lse_(inputs_.q.size() / attention::kKvDim) {
     for (const std::int32_t length : inputs_.seqlens) total_seqlens_ += length;
 #if defined(CMX_BENCH_HAVE_ONEDNN)
-    baseline_ = std::make_unique<OnednnMlaBaseline>(inputs_);
-    baseline_o_.resize(o_.size());
+    if (use_onednn_baseline()) {
+      baseline_ = std::make_unique<OnednnMlaBaseline>(inputs_);
+      baseline_o_.resize(o_.size());
+    }
 #endif
   }
 
@@ -111,10 +131,10 @@ class MlaWorkload {
                            .lse = lse_});
   }
 
-  /// False when cmx_bench was built without oneDNN.
+  /// False when cmx_bench was built without oneDNN, or oneDNN cannot run it here.
   bool has_baseline() const noexcept {
 #if defined(CMX_BENCH_HAVE_ONEDNN)
-    return true;
+    return baseline_ != nullptr;
 #else
     return false;
 #endif

@@ -146,13 +146,15 @@ void print_mla_summary(std::ostream& out, const std::vector<MeasuredRun>& runs,
 
   // Where the kernel is memory-bound on a GPU (h_q * s_q <= 16) it does 2 * 16 * 1088 FLOPs
   // per 1152-byte row: if this machine's peak / bandwidth is below that, it is compute-bound
-  // here and its bandwidth utilization cannot pass peak / bandwidth / intensity.
+  // here and its bandwidth utilization cannot pass peak / bandwidth / intensity. (Both are
+  // measured in the mla_decode runs: none if every one failed.)
   const double intensity = 2.0 * 16 * 1088 / 1152;  // FLOP per byte at h_q * s_q = 16
   const double balance = peak_tflops * 1e12 / (read_gbps * 1e9);
-  out << "\nAt h_q * s_q = 16 MLA decode does " << fixed(intensity, 1)
-      << " FLOP per byte read; this machine does " << fixed(balance, 1)
-      << " bf16 FLOP per byte of read bandwidth, so there the attainable util_bw is "
-      << fixed(std::min(1.0, balance / intensity), 2) << " at full peak.\n";
+  if (read_gbps > 0)
+    out << "\nAt h_q * s_q = 16 MLA decode does " << fixed(intensity, 1)
+        << " FLOP per byte read; this machine does " << fixed(balance, 1)
+        << " bf16 FLOP per byte of read bandwidth, so there the attainable util_bw is "
+        << fixed(std::min(1.0, balance / intensity), 2) << " at full peak.\n";
 
   Footnotes footnotes;
   print_published(out, published, footnotes);
