@@ -11,7 +11,8 @@
 //   Ranks::kBackToBackRounds              rounds of the back-to-back property
 //   Ranks::round(device, buffer, input,   one dispatch, stand-in experts and combine on this
 //                look, pause) -> y        rank, its tensors in the backend's global memory (as
-//                                         cmx::test::host_memory_round): look(received) sees
+//                                         cmx::test::host_memory_round, which CPU backends
+//                                         inherit from HostMemoryRound): look(received) sees
 //                                         what dispatch delivered, as the host reads it
 //   Ranks::run(options, body) -> strings  runs body(Device&) -> std::string on every rank of a
 //                                         fresh world; returns what each rank of this process
@@ -86,24 +87,6 @@ inline std::vector<int> tokens_on(int num_ranks, std::initializer_list<int> patt
   std::vector<int> tokens(static_cast<std::size_t>(num_ranks));
   for (std::size_t r = 0; r < tokens.size(); ++r) tokens[r] = pattern.begin()[r % pattern.size()];
   return tokens;
-}
-
-/// Ranks::round on this rank, checked against the reference. Returns "" or the first mismatch.
-template <class Ranks, class Pause>
-std::string checked_round(typename Ranks::Device& device,
-                          ep::Buffer<typename Ranks::Device>& buffer,
-                          const std::vector<EpRankInput>& inputs,
-                          const reference::DispatchedRows& expected, Pause&& pause) {
-  const int rank = device.rank();
-  const EpRankInput& input = inputs[static_cast<std::size_t>(rank)];
-  std::string mismatch;
-  const std::vector<bf16> y = Ranks::round(
-      device, buffer, input,
-      [&](const ep::Received& received) { mismatch = compare_received(received, rank, expected); },
-      pause);
-  if (mismatch.empty())
-    mismatch = compare_y(y, expected_y(buffer.config(), rank, input), rank, buffer.config().hidden);
-  return mismatch;
 }
 
 /// One round on a fresh world, each rank checked against the reference.

@@ -239,15 +239,26 @@ std::vector<bf16> host_memory_round(Dev& device, ep::Buffer<Dev>& buffer, const 
   return y;
 }
 
-/// host_memory_round checked against the reference. Returns "" or the first mismatch.
-template <class Dev, class Pause>
+/// The round of a backend whose global memory is host memory (the CPU backends), as the
+/// conformance suite's Ranks::round: host_memory_round.
+struct HostMemoryRound {
+  template <class Dev, class Look, class Pause>
+  static std::vector<bf16> round(Dev& device, ep::Buffer<Dev>& buffer, const EpRankInput& input,
+                                 Look&& look, Pause&& pause) {
+    return host_memory_round(device, buffer, input, look, pause);
+  }
+};
+
+/// Round::round on this rank (by default in host memory), checked against the reference.
+/// Returns "" or the first mismatch.
+template <class Round = HostMemoryRound, class Dev, class Pause>
 std::string checked_round(Dev& device, ep::Buffer<Dev>& buffer,
                           const std::vector<EpRankInput>& inputs,
                           const reference::DispatchedRows& expected, Pause&& pause) {
   const int rank = device.rank();
   const EpRankInput& input = inputs[static_cast<std::size_t>(rank)];
   std::string mismatch;
-  const std::vector<bf16> y = host_memory_round(
+  const std::vector<bf16> y = Round::round(
       device, buffer, input,
       [&](const ep::Received& received) { mismatch = compare_received(received, rank, expected); },
       pause);

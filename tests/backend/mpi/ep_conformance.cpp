@@ -18,7 +18,7 @@ namespace cmx::test {
 
 /// The MPI backend as the conformance suite makes its ranks: every property runs at the
 /// process count, whatever counts it would choose.
-struct MpiRanks {
+struct MpiRanks : HostMemoryRound {
   using Device = mpi_backend::Device;
   static constexpr int kBackToBackRounds = 200;  // 8 processes on 2 cores: 1000 take minutes
 
@@ -28,12 +28,6 @@ struct MpiRanks {
     return text.str();
   }
   static std::vector<int> rank_counts(std::initializer_list<int>) { return {world_size()}; }
-
-  template <class Look, class Pause>
-  static std::vector<bf16> round(Device& device, ep::Buffer<Device>& buffer,
-                                 const EpRankInput& input, Look&& look, Pause&& pause) {
-    return host_memory_round(device, buffer, input, look, pause);  // host memory is global
-  }
 
   template <class Body>
   static std::vector<std::string> run(const RanksOptions& options, Body&& body) {

@@ -13,18 +13,12 @@
 namespace cmx::test {
 
 /// The TBB backend as the conformance suite makes its ranks.
-struct TbbRanks {
+struct TbbRanks : HostMemoryRound {
   using Device = tbb_backend::Device;
   static constexpr int kBackToBackRounds = 1000;
 
   static std::string name() { return "tbb"; }
   static std::vector<int> rank_counts(std::initializer_list<int> wanted) { return wanted; }
-
-  template <class Look, class Pause>
-  static std::vector<bf16> round(Device& device, ep::Buffer<Device>& buffer,
-                                 const EpRankInput& input, Look&& look, Pause&& pause) {
-    return host_memory_round(device, buffer, input, look, pause);  // host memory is global
-  }
 
   template <class Body>
   static std::vector<std::string> run(const RanksOptions& options, Body&& body) {
